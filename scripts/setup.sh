@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up .venv once (idempotent). Torch: if the chosen Python already imports torch (e.g. a CUDA
+# build you installed), it is kept; otherwise the CPU build torch==2.13.0 is installed.
+# Override the interpreter with PYTHON=..., skip the venv with SFTRL_NO_VENV=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ "${SFTRL_NO_VENV:-0}" != "1" ]; then
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  PY=.venv/bin/python
+fi
+stamp=.venv/.sftrl-setup
+want="$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
+"$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+  echo "sftrl setup: installing torch==2.13.0 (CPU build)"
+  "$PY" -m pip install -q "torch==2.13.0"
+fi
+TORCH_VERSION=$("$PY" -c "import torch; print(torch.__version__.split('+')[0])")
+echo "sftrl setup: installing sftrl and its dependencies (torch $TORCH_VERSION kept)"
+"$PY" -m pip install -q -e ".[dev]" -c constraints.txt -c <(echo "torch==$TORCH_VERSION")
+mkdir -p .venv && echo "$want" > "$stamp"

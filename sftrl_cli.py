@@ -1,0 +1,292 @@
+"""`sftrl`: the command line over the taxonomy, the catalogue, the trend figures and the runs.
+
+Exit codes: 0 success, 1 invalid data (every problem is listed), 2 usage error.
+Torch is imported only by `sftrl run` / `sftrl runs`.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from taxonomy.loading import DataError
+from taxonomy.registry import DATA_ENV
+
+app = typer.Typer(
+    help="SFT vs RL post-training: methods, their graph, the studies that use them, trends, runs.\n\n"
+    "Examples:\n\n  sftrl methods list --paradigm hybrid\n\n  sftrl graph lineage dft\n\n"
+    "  sftrl studies --domain math --year 2025 --paradigm hybrid\n\n  sftrl validate",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+methods_app = typer.Typer(help="The method registry (data/methods.yaml).", no_args_is_help=True)
+graph_app = typer.Typer(help="The method graph: lineage, descendants, paths, exports.", no_args_is_help=True)
+app.add_typer(methods_app, name="methods")
+app.add_typer(graph_app, name="graph")
+
+out = Console(soft_wrap=False)
+err = Console(stderr=True)
+
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", envvar=DATA_ENV, help="Catalogue directory (default: the built-in data/).",
+                 file_okay=False, dir_okay=True),
+]
+
+
+class Fmt(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+    bibtex = "bibtex"
+
+
+FmtOpt = Annotated[Fmt, typer.Option("--format", "-f", help="Output format.")]
+
+
+def _fail_data(e: DataError) -> None:
+    err.print(f"[bold red]invalid data[/]: {len(e.problems)} problem(s)", highlight=False)
+    for p in e.problems:
+        err.print(f"  {p}", markup=False, highlight=False)
+    raise typer.Exit(1)
+
+
+def _usage(msg: str) -> None:
+    err.print(f"error: {msg}", markup=False, highlight=False)
+    raise typer.Exit(2)
+
+
+def _catalog(data: Path | None):
+    from catalog import Catalog
+
+    try:
+        return Catalog.load(data)
+    except DataError as e:
+        _fail_data(e)
+
+
+def _registry(data: Path | None):
+    from taxonomy.registry import load_registry
+
+    try:
+        return load_registry(data)
+    except DataError as e:
+        _fail_data(e)
+
+
+def _emit(df, fmt: Fmt, title: str | None = None, columns: list[str] | None = None) -> None:
+    from catalog import export
+
+    if fmt is Fmt.table:
+        shown = df[columns] if columns else df
+        t = Table(title=title, show_lines=False, header_style="bold")
+        for c in shown.columns:
+            t.add_column(str(c), overflow="fold")
+        for row in shown.itertuples(index=False):
+            t.add_row(*("; ".join(map(str, v)) if isinstance(v, list) else ("" if v is None else str(v)) for v in row))
+        out.print(t)
+        out.print(f"{len(df)} row(s)", style="dim")
+    elif fmt is Fmt.bibtex and "arxiv" not in df.columns:
+        _usage("--format bibtex applies to studies only")
+    else:
+        sys.stdout.write(export.FORMATS[fmt.value](df))
+
+
+# ---------------------------------------------------------------------------- methods
+
+
+@methods_app.command("list")
+def methods_list(
+    paradigm: Annotated[str | None, typer.Option(help="sft | rl | hybrid")] = None,
+    family: Annotated[str | None, typer.Option(help="e.g. policy_gradient, offline_preference, sft_to_rl")] = None,
+    signal: Annotated[str | None, typer.Option(help="e.g. demonstrations, verifiable_reward")] = None,
+    implemented: Annotated[bool, typer.Option("--implemented", help="Only methods with a reference implementation.")] = False,
+    fmt: FmtOpt = Fmt.table,
+    data: DataOpt = None,
+) -> None:
+    """List methods, optionally filtered.  Example: sftrl methods list --paradigm hybrid --format csv"""
+    import pandas as pd
+
+    reg = _registry(data)
+    rows = [
+        {"id": m.id, "name": m.name, "paradigm": str(m.paradigm), "family": str(m.family), "year": m.year,
+         "arxiv": m.arxiv or "", "signals": [str(s) for s in m.signals], "policy": str(m.policy),
+         "impl": m.impl or "", "idea": m.idea}
+        for m in sorted(reg.methods.values(), key=lambda m: (m.year, m.id))
+        if (paradigm is None or m.paradigm == paradigm.lower())
+        and (family is None or m.family == family.lower())
+        and (signal is None or signal.lower() in m.signals)
+        and (not implemented or m.impl)
+    ]
+    df = pd.DataFrame(rows, columns=["id", "name", "paradigm", "family", "year", "arxiv", "signals",
+                                     "policy", "impl", "idea"])
+    _emit(df, fmt, "methods", ["id", "name", "paradigm", "family", "year", "arxiv", "impl"])
+
+
+@methods_app.command("show")
+def methods_show(
+    method: Annotated[str, typer.Argument(help="A method id, e.g. grpo")],
+    data: DataOpt = None,
+) -> None:
+    """Show one method with its relations.  Example: sftrl methods show dft"""
+    from taxonomy.graph import build_graph, neighbours
+
+    reg = _registry(data)
+    try:
+        m = reg[method]
+    except KeyError as e:
+        _usage(str(e.args[0]))
+    out.print(f"[bold]{m.name}[/] — {m.full_name} ({m.year})", highlight=False)
+    for k in ("id", "paradigm", "family", "arxiv", "policy", "needs_reference", "needs_value_model",
+              "needs_reward_model", "impl"):
+        out.print(f"  {k:19} {getattr(m, k)}", highlight=False, markup=False)
+    out.print(f"  {'signals':19} {', '.join(map(str, m.signals))}", markup=False)
+    out.print(f"  {'idea':19} {m.idea}", markup=False)
+    out.print(f"  {'objective':19} {m.objective}", markup=False)
+    out.print(f"  {'sources':19} {' '.join(m.sources)}", markup=False)
+    rel = neighbours(build_graph(reg), m.id)
+    if rel:
+        out.print("relations:")
+        for r in rel:
+            out.print(f"  {r['source']} --{r['kind']}--> {r['target']}: {r['note']} [{r['citation']}]", markup=False)
+
+
+# ---------------------------------------------------------------------------- graph
+
+
+@graph_app.command("lineage")
+def graph_lineage(
+    method: Annotated[str, typer.Argument(help="A method id")],
+    descendants_: Annotated[bool, typer.Option("--descendants", help="Show what derives from it instead.")] = False,
+    data: DataOpt = None,
+) -> None:
+    """Ancestors of a method (what it derives from), oldest first.  Example: sftrl graph lineage luffy"""
+    from taxonomy.graph import build_graph, descendants, lineage
+
+    g = build_graph(_registry(data))
+    try:
+        ids = (descendants if descendants_ else lineage)(g, method)
+    except KeyError as e:
+        _usage(str(e.args[0]))
+    label = "descendants" if descendants_ else "lineage"
+    out.print(f"{label} of {method}: {len(ids)} method(s)", markup=False)
+    for i in ids:
+        n = g.nodes[i]
+        out.print(f"  {n['year']}  {i:18} {n['name']} [{n['paradigm']}]", markup=False)
+
+
+@graph_app.command("path")
+def graph_path(
+    a: Annotated[str, typer.Argument(help="From method id")],
+    b: Annotated[str, typer.Argument(help="To method id")],
+    data: DataOpt = None,
+) -> None:
+    """Shortest chain of relations between two methods.  Example: sftrl graph path dft grpo"""
+    import networkx as nx
+
+    from taxonomy.graph import build_graph, path
+
+    g = build_graph(_registry(data))
+    try:
+        steps = path(g, a, b)
+    except KeyError as e:
+        _usage(str(e.args[0]))
+    except nx.NetworkXNoPath:
+        out.print(f"no path between {a} and {b}")
+        return
+    for s in steps:
+        out.print(f"  {s['source']} --{s['kind']}--> {s['target']}: {s['note']}", markup=False)
+
+
+@graph_app.command("export")
+def graph_export(
+    fmt: Annotated[str, typer.Option("--format", "-f", help="mermaid | dot | graphml | json")] = "mermaid",
+    paradigm: Annotated[list[str] | None, typer.Option(help="Keep only these paradigms (repeatable).")] = None,
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="File to write (default: stdout).")] = None,
+    data: DataOpt = None,
+) -> None:
+    """Export the graph.  Example: sftrl graph export --format mermaid --paradigm hybrid -o graph.mmd"""
+    from taxonomy.graph import EXPORTS, build_graph, by_paradigm
+
+    if fmt not in EXPORTS:
+        _usage(f"unknown format {fmt!r}; expected one of {', '.join(EXPORTS)}")
+    g = build_graph(_registry(data))
+    if paradigm:
+        g = by_paradigm(g, paradigm)
+    text = EXPORTS[fmt](g)
+    if output:
+        output.write_text(text)
+        err.print(f"wrote {output} ({g.number_of_nodes()} nodes, {g.number_of_edges()} edges)", markup=False)
+    else:
+        sys.stdout.write(text)
+
+
+# ---------------------------------------------------------------------------- studies
+
+
+@app.command("studies")
+def studies(
+    domain: Annotated[list[str] | None, typer.Option(help="general | math | agentic | code (repeatable)")] = None,
+    year: Annotated[list[int] | None, typer.Option(help="First-version year (repeatable)")] = None,
+    paradigm: Annotated[list[str] | None, typer.Option(help="sft | rl | hybrid (derived from the pipeline)")] = None,
+    method: Annotated[str | None, typer.Option(help="A method id used in the pipeline")] = None,
+    descendants_: Annotated[bool, typer.Option("--descendants", help="With --method: also methods derived from it.")] = False,
+    source: Annotated[str | None, typer.Option(help="A data source, e.g. proprietary_model")] = None,
+    base_model: Annotated[str | None, typer.Option(help="Substring of a base model, e.g. qwen")] = None,
+    text: Annotated[str | None, typer.Option("--text", "-t", help="Substring of title / id / pipeline")] = None,
+    results: Annotated[bool, typer.Option("--results", help="Show the reported results of the matching studies.")] = False,
+    fmt: FmtOpt = Fmt.table,
+    data: DataOpt = None,
+) -> None:
+    """Query the catalogue of application studies.
+
+    Example: sftrl studies --domain math --year 2025 --method grpo --descendants --format csv
+    """
+    cat = _catalog(data)
+    try:
+        df = cat.query(domain=domain or None, year=year or None, paradigm=paradigm or None, method=method,
+                       include_descendants=descendants_, source=source, base_model=base_model, text=text)
+    except (KeyError, ValueError) as e:
+        _usage(str(e.args[0]))
+    if results:
+        res = cat.results()
+        res = res[res["study"].isin(set(df["id"]))].reset_index(drop=True)
+        _emit(res, fmt, "reported results", ["study", "benchmark", "metric", "value", "model"])
+        return
+    _emit(df, fmt, "studies", ["id", "year", "domain", "paradigm", "pipeline", "title"])
+
+
+@app.command("validate")
+def validate(data: DataOpt = None) -> None:
+    """Check every data file at once; list every problem with file, line, entry and field.
+
+    Exit 0 if clean, 1 otherwise.  Example: sftrl validate --data my_catalogue/
+    """
+    from catalog.catalog import check_catalog
+    from taxonomy.registry import default_data_dir
+
+    d = data or default_data_dir()
+    if not d.is_dir():
+        _usage(f"no such data directory: {d}")
+    reg, studies_, problems = check_catalog(d)
+    if problems:
+        _fail_data(DataError(problems))
+    out.print(f"ok: {len(reg.methods)} methods, {len(reg.relations)} relations, {len(studies_)} studies "
+              f"in {d}", markup=False, highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
