@@ -33,7 +33,7 @@ app.add_typer(methods_app, name="methods")
 app.add_typer(graph_app, name="graph")
 
 out = Console(soft_wrap=False)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DataOpt = Annotated[
     Path | None,
@@ -282,6 +282,40 @@ def validate(data: DataOpt = None) -> None:
         _fail_data(DataError(problems))
     out.print(f"ok: {len(reg.methods)} methods, {len(reg.relations)} relations, {len(studies_)} studies "
               f"in {d}", markup=False, highlight=False)
+
+
+@app.command("trends")
+def trends_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for figures, CSVs and trends.md")] = Path("out/trends"),
+    fmt: Annotated[str, typer.Option("--format", "-f", help="png | svg | pdf")] = "png",
+    domain: Annotated[list[str] | None, typer.Option(help="Restrict to a domain (repeatable)")] = None,
+    year: Annotated[list[int] | None, typer.Option(help="Restrict to years (repeatable; default 2023-2025)")] = None,
+    corpus: Annotated[Path | None, typer.Option(help="JSONL corpus (id, date, text) for the literature census")] = None,
+    k: Annotated[int, typer.Option(help="Census: minimum mentions of one benchmark name")] = 5,
+    partial_year: Annotated[int | None, typer.Option(help="Census: year to project from January-June (x2)")] = None,
+    data: DataOpt = None,
+) -> None:
+    """Draw every trend figure, write the table behind each as CSV, and a trends.md report.
+
+    Example: sftrl trends --out out/trends --format svg --domain math
+    """
+    from rich.progress import Progress
+
+    from catalog.report import write_trends
+
+    if fmt not in ("png", "svg", "pdf"):
+        _usage(f"unknown format {fmt!r}; expected png, svg or pdf")
+    if corpus is not None and not corpus.is_file():
+        _usage(f"no such corpus file: {corpus}")
+    cat = _catalog(data)
+    try:
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("drawing figures", total=7)
+            paths = write_trends(cat, out_dir, fmt, domain=domain or None, years=year or None, corpus=corpus,
+                                 k=k, partial_year=partial_year, progress=lambda _: bar.advance(task))
+    except ValueError as e:
+        _usage(str(e))
+    out.print(f"wrote {len(paths)} files to {out_dir}/ (report: {out_dir / 'trends.md'})", markup=False)
 
 
 def main() -> None:

@@ -15,12 +15,24 @@ from datetime import date as Date
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SLUG = r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$"
 ARXIV = r"^\d{4}\.\d{4,5}$"  # new-style arXiv id, YYMM.NNNNN (no version suffix)
 Slug = Annotated[str, Field(pattern=SLUG, min_length=1, max_length=80)]
-ArxivId = Annotated[str, Field(pattern=ARXIV)]
+
+
+def _arxiv_ok(v: str) -> str:
+    """YYMM.NNNN up to 2014, YYMM.NNNNN from 2015 on; the month must be 01-12."""
+    yymm, num = v.split(".")
+    if not 1 <= int(yymm[2:]) <= 12:
+        raise ValueError(f"arXiv id {v!r} has month {yymm[2:]}")
+    if (int(yymm) >= 1501) != (len(num) == 5):
+        raise ValueError(f"arXiv id {v!r}: ids from 2015 on have 5 digits after the dot, earlier ones 4")
+    return v
+
+
+ArxivId = Annotated[str, Field(pattern=ARXIV), AfterValidator(_arxiv_ok)]
 Url = Annotated[str, Field(pattern=r"^https?://\S+$")]
 
 

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up (idempotent) and run the main job on the built-in data: a short tour of sftrl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 MPLBACKEND=Agg
+S=.venv/bin/sftrl
+step() { printf '\n\033[1m$ sftrl %s\033[0m\n' "$*"; "$S" "$@"; }
+step validate
+step methods list --paradigm hybrid
+step graph lineage luffy
+step graph path dft grpo
+step studies --domain math --year 2025 --paradigm hybrid
+step studies --method dpo --descendants --format csv --data data | head -5
+step trends --out out/trends
+if "$S" run --help >/dev/null 2>&1; then
+  step run sft --steps 300 --out out/runs
+  step runs --out out/runs
+fi
+echo; echo "Figures and report: out/trends/trends.md"
