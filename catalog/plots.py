@@ -83,20 +83,21 @@ def source_figure(table: pd.DataFrame) -> Figure:
 
 
 def adoption_figure(table: pd.DataFrame, labels: dict[str, str] | None = None) -> Figure:
-    """Figure 3: studies per year using each RL / preference / hybrid algorithm (lines)."""
-    fig, ax = plt.subplots(figsize=(10, 4.5), layout="constrained")
-    years = sorted(table["year"].unique())
-    order = table.groupby("method")["studies"].sum().sort_values(ascending=False).index
-    styles = ["-", "--", ":", "-."]
-    for i, m in enumerate(order):
-        t = table[table["method"] == m].set_index("year").reindex(years)["studies"].fillna(0)
-        ax.plot(years, t, styles[(i // len(OKABE_ITO)) % 4], marker="o", color=OKABE_ITO[i % len(OKABE_ITO)],
-                label=(labels or {}).get(m, m))
-    ax.set_xticks(years, [str(y) for y in years])
+    """Figure 3: a timeline heatmap, one row per RL / preference / hybrid method, studies per year."""
+    piv = table.pivot_table(index="method", columns="year", values="studies", fill_value=0, aggfunc="sum")
+    piv = piv.loc[piv.sum(axis=1).sort_values(ascending=False).index]  # most used on top
+    fig, ax = plt.subplots(figsize=(6.5, 0.28 * len(piv) + 1.6), layout="constrained")
+    im = ax.imshow(piv.to_numpy(), cmap="cividis", aspect="auto")
+    ax.set_xticks(range(piv.shape[1]), [str(y) for y in piv.columns])
+    ax.set_yticks(range(piv.shape[0]), [(labels or {}).get(m, m) for m in piv.index])
+    vmax = piv.to_numpy().max() or 1
+    for (i, j), v in np.ndenumerate(piv.to_numpy()):
+        if v:
+            ax.text(j, i, str(int(v)), ha="center", va="center", fontsize=8,
+                    color="black" if v > vmax * 0.6 else "white")
     ax.set_xlabel("year of first arXiv version")
-    ax.set_ylabel("studies using it (count)")
-    ax.set_title("Adoption of RL, preference and hybrid algorithms in application studies")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, ncol=1 if len(order) < 16 else 2)
+    ax.set_title("Adoption of RL, preference and hybrid algorithms\n(studies using each, per year)")
+    fig.colorbar(im, ax=ax, label="studies", shrink=0.6)
     return fig
 
 
@@ -117,17 +118,21 @@ def domain_paradigm_figure(table: pd.DataFrame) -> Figure:
 def families_figure(table: pd.DataFrame) -> Figure:
     """Figure 5: base-model families per year (stacked bars, count of studies)."""
     piv = table.pivot_table(index="year", columns="family", values="studies", fill_value=0)
-    piv = piv[piv.sum().sort_values(ascending=False).index]
+    order = [f for f in piv.sum().sort_values(ascending=False).index if f != "Other"]
+    piv = piv[order + (["Other"] if "Other" in piv else [])]  # "Other" last, in grey
     fig, ax = plt.subplots(figsize=(9, 4.5), layout="constrained")
     bottom = np.zeros(len(piv))
+    palette = [c for c in OKABE_ITO if c != "#999999"]
     for i, fam in enumerate(piv.columns):
-        ax.bar([str(y) for y in piv.index], piv[fam], bottom=bottom, color=OKABE_ITO[i % len(OKABE_ITO)],
-               label=fam, hatch="//" if i >= len(OKABE_ITO) else None)
+        colour = "#BBBBBB" if fam == "Other" else palette[i % len(palette)]
+        ax.bar([str(y) for y in piv.index], piv[fam], bottom=bottom, color=colour, edgecolor="white", linewidth=0.5,
+               label=fam, hatch="//" if fam != "Other" and i >= len(palette) else None)
         bottom += piv[fam].to_numpy()
     ax.set_xlabel("year of first arXiv version")
     ax.set_ylabel("studies fine-tuning a model of the family")
     ax.set_title("Base-model families in the catalogue per year")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], labels[::-1], loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
 
@@ -140,24 +145,31 @@ def graph_figure(g: nx.MultiDiGraph) -> Figure:
     for fam_i, fam in enumerate(families):
         for yr in years:
             ids = sorted(n for n, d in g.nodes(data=True) if d["family"] == fam and d["year"] == yr)
+            # a crowded cell becomes a small grid: 3 columns, or 2 where names are long
+            width = 2 if any(len(_wrap(g.nodes[n]["name"])[0]) > 9 for n in ids) else 3
+            cols, rows = min(len(ids), width), -(-len(ids) // width)
             for k, n in enumerate(ids):
-                pos[n] = (xpos[yr] + (k - (len(ids) - 1) / 2) * 0.28, fam_i + (k % 2) * 0.28 - 0.14 * (len(ids) > 1))
-    fig, ax = plt.subplots(figsize=(15, 9), layout="constrained")
+                dx = 0.0 if cols == 1 else -0.34 + 0.68 * (k % width) / (cols - 1)
+                dy = (k // width - (rows - 1) / 2) * 0.36
+                pos[n] = (xpos[yr] + dx, fam_i + dy)
+    fig, ax = plt.subplots(figsize=(16, 10), layout="constrained")
     kinds = sorted({k for _, _, k in g.edges(data="kind")})
-    kind_style = {k: ls for k, ls in zip(kinds, ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1)), (0, (3, 1, 1, 1)), (0, (5, 5))], strict=False)}
-    kind_colour = {k: c for k, c in zip(kinds, ["#555555", "#0072B2", "#D55E00", "#CC79A7", "#009E73", "#E69F00", "#000000", "#56B4E9"], strict=False)}
-    for k in kinds:
+    styles = ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1)), (0, (3, 1, 1, 1)), (0, (5, 5))]
+    colours = ["#555555", "#0072B2", "#D55E00", "#CC79A7", "#009E73", "#E69F00", "#000000", "#56B4E9"]
+    for k, ls, c in zip(kinds, styles, colours, strict=False):
         edges = [(u, v) for u, v, kk in g.edges(data="kind") if kk == k]
-        nx.draw_networkx_edges(g, pos, edgelist=edges, ax=ax, style=kind_style[k], edge_color=kind_colour[k],
-                               alpha=0.7, arrows=True, arrowsize=9, width=1.1, node_size=900,
-                               connectionstyle="arc3,rad=0.08")
-        ax.plot([], [], linestyle=kind_style[k], color=kind_colour[k], label=f"edge: {k}")
+        nx.draw_networkx_edges(g, pos, edgelist=edges, ax=ax, style=ls, edge_color=c, alpha=0.65, arrows=True,
+                               arrowsize=8, width=1.0, node_size=700, connectionstyle="arc3,rad=0.06")
+        ax.plot([], [], linestyle=ls, color=c, label=f"edge: {k}")
+    for n, (x, y) in pos.items():
+        d = g.nodes[n]
+        ax.text(x, y, "\n".join(_wrap(d["name"])), ha="center", va="center", fontsize=7.5, zorder=4,
+                color="white" if d["paradigm"] == "hybrid" else "black",
+                bbox={"boxstyle": "round,pad=0.25", "fc": PARADIGM_COLOURS[d["paradigm"]], "ec": "black", "lw": 0.5})
     for p, c in PARADIGM_COLOURS.items():
-        nodes = [n for n, d in g.nodes(data=True) if d["paradigm"] == p]
-        nx.draw_networkx_nodes(g, pos, nodelist=nodes, node_color=c, node_size=900, ax=ax, edgecolors="black",
-                               linewidths=0.6)
-        ax.scatter([], [], color=c, s=80, edgecolor="black", label=f"node: {PARADIGM_LABELS[p]}")
-    nx.draw_networkx_labels(g, pos, labels={n: d["name"] for n, d in g.nodes(data=True)}, font_size=7, ax=ax)
+        ax.scatter([], [], color=c, s=80, marker="s", edgecolor="black", label=f"node: {PARADIGM_LABELS[p]}")
+    ax.set_xlim(-0.6, len(years) - 0.4)
+    ax.set_ylim(-0.6, len(families) - 0.4)
     ax.set_yticks(range(len(families)), [f.replace("_", " ") for f in families])
     ax.set_xticks(range(len(years)), [str(y) for y in years])
     ax.tick_params(left=True, bottom=True, labelleft=True, labelbottom=True)
@@ -166,6 +178,15 @@ def graph_figure(g: nx.MultiDiGraph) -> Figure:
     ax.set_title("The method graph: arrows point from a method to what it derives from")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
     return fig
+
+
+def _wrap(name: str, width: int = 13) -> list[str]:
+    """Split a long label at its last space before `width` (keeps node boxes narrow)."""
+    if len(name) <= width or " " not in name:
+        return [name]
+    cut = name.rfind(" ", 0, width + 1)
+    cut = cut if cut > 0 else name.find(" ")
+    return [name[:cut], *_wrap(name[cut + 1:], width)]
 
 
 def census_figure(table: pd.DataFrame | None = None) -> Figure:

@@ -135,6 +135,8 @@ FAMILY_PATTERNS: tuple[tuple[str, str], ...] = (
     ("StarCoder", r"starcoder|santacoder"),
     ("InternLM", r"internlm"),
     ("OLMo", r"olmo"),
+    ("GLM", r"glm|codegeex"),
+    ("PaLM / Gemini (proprietary)", r"palm|gemini"),
     ("GPT (proprietary)", r"\bgpt-?[34]|gpt-3\.5|chatgpt|\bo1\b"),
 )
 
