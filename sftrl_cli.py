@@ -113,7 +113,10 @@ def methods_list(
     fmt: FmtOpt = Fmt.table,
     data: DataOpt = None,
 ) -> None:
-    """List methods, optionally filtered.  Example: sftrl methods list --paradigm hybrid --format csv"""
+    """List methods, optionally filtered.
+
+    Example: sftrl methods list --paradigm hybrid --format csv
+    """
     import pandas as pd
 
     reg = _registry(data)
@@ -137,7 +140,10 @@ def methods_show(
     method: Annotated[str, typer.Argument(help="A method id, e.g. grpo")],
     data: DataOpt = None,
 ) -> None:
-    """Show one method with its relations.  Example: sftrl methods show dft"""
+    """Show one method with its relations.
+
+    Example: sftrl methods show dft
+    """
     from taxonomy.graph import build_graph, neighbours
 
     reg = _registry(data)
@@ -169,7 +175,10 @@ def graph_lineage(
     descendants_: Annotated[bool, typer.Option("--descendants", help="Show what derives from it instead.")] = False,
     data: DataOpt = None,
 ) -> None:
-    """Ancestors of a method (what it derives from), oldest first.  Example: sftrl graph lineage luffy"""
+    """Ancestors of a method (what it derives from), oldest first.
+
+    Example: sftrl graph lineage luffy
+    """
     from taxonomy.graph import build_graph, descendants, lineage
 
     g = build_graph(_registry(data))
@@ -190,7 +199,10 @@ def graph_path(
     b: Annotated[str, typer.Argument(help="To method id")],
     data: DataOpt = None,
 ) -> None:
-    """Shortest chain of relations between two methods.  Example: sftrl graph path dft grpo"""
+    """Shortest chain of relations between two methods.
+
+    Example: sftrl graph path dft grpo
+    """
     import networkx as nx
 
     from taxonomy.graph import build_graph, path
@@ -214,7 +226,10 @@ def graph_export(
     output: Annotated[Path | None, typer.Option("--out", "-o", help="File to write (default: stdout).")] = None,
     data: DataOpt = None,
 ) -> None:
-    """Export the graph.  Example: sftrl graph export --format mermaid --paradigm hybrid -o graph.mmd"""
+    """Export the graph.
+
+    Example: sftrl graph export --format mermaid --paradigm hybrid -o graph.mmd
+    """
     from taxonomy.graph import EXPORTS, build_graph, by_paradigm
 
     if fmt not in EXPORTS:
@@ -316,6 +331,63 @@ def trends_cmd(
     except ValueError as e:
         _usage(str(e))
     out.print(f"wrote {len(paths)} files to {out_dir}/ (report: {out_dir / 'trends.md'})", markup=False)
+
+
+@app.command("run", context_settings={"allow_extra_args": False})
+def run_cmd(
+    method: Annotated[str, typer.Argument(help="A method with a reference implementation (sftrl methods list --implemented)")],
+    task: Annotated[str, typer.Option(help="Task: addition (2-digit in-distribution, 3-digit out-of-distribution)")] = "addition",
+    model: Annotated[str, typer.Option(help="'tiny' (built locally), an HF model id, or a local path")] = "tiny",
+    steps: Annotated[int | None, typer.Option(help="Optimisation steps (default: the method's)")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    out_dir: Annotated[Path, typer.Option("--out", help="Where runs are recorded")] = Path("runs"),
+) -> None:
+    """Train a model with a reference implementation and record the run (run.json + checkpoint).
+
+    Example: sftrl run grpo --steps 50 --seed 1
+    """
+    if device not in ("cpu", "cuda"):
+        _usage(f"unknown device {device!r}; expected cpu or cuda")
+    from reference_impls import runner
+
+    if method not in runner.METHODS:
+        from taxonomy.loading import suggest
+
+        _usage(f"no reference implementation for {method!r}{suggest(method, runner.METHODS)}; "
+               f"implemented: {', '.join(sorted(runner.METHODS))}")
+    r = runner.run(method, task=task, model=model, steps=steps, seed=seed, device=device, out=out_dir)
+    out.print(f"run {r.id}: {r.status}" + (f" ({r.message})" if r.message else ""), markup=False)
+    for x in r.results:
+        split = f" [{x.split}]" if x.split else ""
+        out.print(f"  {x.benchmark}{split} {x.metric}: {x.value:.2f}{x.unit}", markup=False)
+    out.print(f"recorded in {out_dir / r.id / 'run.json'}", markup=False)
+    if r.status != "finished":
+        raise typer.Exit(1)
+
+
+@app.command("runs")
+def runs_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where runs are recorded")] = Path("runs"),
+    results: Annotated[bool, typer.Option("--results", help="Measured results in the catalogue's result columns")] = False,
+    fmt: FmtOpt = Fmt.table,
+) -> None:
+    """List recorded runs (newest first).
+
+    Example: sftrl runs --results --format csv
+    """
+    from catalog.runs import load_runs, runs_frame, runs_results
+
+    rs, bad = load_runs(out_dir)
+    for b in bad:
+        err.print(f"warning: {b}", markup=False)
+    if not rs:
+        out.print(f"no runs recorded in {out_dir}/ (start one with: sftrl run sft)", markup=False)
+        return
+    if results:
+        _emit(runs_results(rs), fmt, "measured results")
+    else:
+        _emit(runs_frame(rs), fmt, f"runs in {out_dir}")
 
 
 def main() -> None:

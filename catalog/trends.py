@@ -95,6 +95,23 @@ def paradigm_shares(studies: pd.DataFrame, by_domain: bool = False, years: Itera
     return _shares(counts, group, "paradigm", PARADIGMS, SURVEY_PARADIGM)
 
 
+TUNED_PATTERN = r"instruct|chat|-it\b|\bit\b|sft|distill|alpaca|vicuna|ultralm|zephyr|tulu|wizard|metamath"
+
+
+def starts_from_tuned(base_models: Iterable[str]) -> bool:
+    """Whether a base model name says it was already instruction-/chat-tuned (e.g. 'Qwen2.5-7B-Instruct')."""
+    return any(re.search(TUNED_PATTERN, m.lower()) for m in base_models)
+
+
+def with_inherited_sft(studies: pd.DataFrame) -> pd.DataFrame:
+    """Sensitivity view: an RL-only study that starts from an instruction-tuned model (by its base
+    model's name) counts as hybrid, since SFT happened upstream, just not in the study itself."""
+    out = studies.copy()
+    inherit = (out["paradigm"] == "rl") & out["base_models"].map(starts_from_tuned)
+    out.loc[inherit, "paradigm"] = "hybrid"
+    return out
+
+
 def source_shares(studies: pd.DataFrame, years: Iterable[int] = YEARS) -> pd.DataFrame:
     """Figure-2 data-source shares per year; unit: distinct (study, source) mentions."""
     df = studies[studies["year"].isin(list(years))][["id", "year", "data_sources"]].explode("data_sources")

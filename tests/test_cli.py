@@ -60,7 +60,7 @@ def test_usage_errors_exit_2():
 
 
 @pytest.mark.parametrize("cmd", [["studies"], ["validate"], ["methods", "list"], ["methods", "show"],
-                                 ["graph", "lineage"], ["graph", "path"], ["graph", "export"]])
+                                 ["graph", "lineage"], ["graph", "path"], ["graph", "export"], ["trends"]])
 def test_every_command_has_help_with_example(cmd):
     out = run(*cmd, "--help")
     assert "Example" in out and "sftrl " in out

@@ -124,3 +124,14 @@ def test_trends_command_writes_every_figure_and_table(tmp_path):
     assert {"paradigm_by_year.csv", "data_source_by_year.csv", "census.csv", "trends.md"} <= names
     md = (tmp_path / "trends.md").read_text()
     assert "2024 RL-only: ours 50.0% vs survey 7.1%" in md and "| 2023 | 3 |" in md
+
+
+def test_inherited_sft_sensitivity_moves_only_rl_studies_on_tuned_models():
+    import pandas as pd
+
+    df = pd.DataFrame({"id": ["a", "b", "c", "d"], "year": [2024] * 4, "domain": ["math"] * 4,
+                       "paradigm": ["rl", "rl", "sft", "rl"],
+                       "base_models": [["Qwen2.5-7B-Instruct"], ["Qwen2.5-7B"], ["Llama-2-7b-chat"], ["Alpaca-7B"]]})
+    out = T.with_inherited_sft(df).set_index("id")["paradigm"].to_dict()
+    assert out == {"a": "hybrid", "b": "rl", "c": "sft", "d": "hybrid"}
+    assert not T.starts_from_tuned(["Mistral-7B", "Gemma-2B"]) and T.starts_from_tuned(["gemma-2-9b-it"])

@@ -1,0 +1,38 @@
+"""Runs of our reference implementations, read back without torch, in the catalogue's result schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from pydantic import ValidationError
+
+from taxonomy.schema import Run
+
+
+def load_runs(root: Path | str = "runs") -> tuple[list[Run], list[str]]:
+    """Every `*/run.json` under root (newest first), plus a message for each file that does not parse."""
+    runs, bad = [], []
+    for p in sorted(Path(root).glob("*/run.json")):
+        try:
+            runs.append(Run.model_validate_json(p.read_text(encoding="utf-8")))
+        except (ValidationError, ValueError, OSError) as e:
+            bad.append(f"{p}: not a valid run record ({str(e).splitlines()[0]})")
+    runs.sort(key=lambda r: r.created, reverse=True)
+    return runs, bad
+
+
+def runs_frame(runs: list[Run]) -> pd.DataFrame:
+    rows = [{"id": r.id, "created": r.created, "pipeline": " -> ".join(r.pipeline.method_ids()), "task": r.task,
+             "model": r.model, "seed": r.seed, "device": r.device, "status": r.status,
+             "steps": len(r.history), **{f"{x.benchmark}/{x.metric}": x.value for x in r.results}} for r in runs]
+    return pd.DataFrame(rows)
+
+
+def runs_results(runs: list[Run]) -> pd.DataFrame:
+    """Measured results, with the same columns as `Catalog.results()` (study = run id)."""
+    rows = [{"study": r.id, "year": int(r.created[:4]), "domain": "math", "paradigm": None,
+             **x.model_dump(mode="json"), "model": x.model or r.model}
+            for r in runs for x in r.results]
+    return pd.DataFrame(rows, columns=["study", "year", "domain", "paradigm", "benchmark", "metric", "value",
+                                       "unit", "split", "model", "origin", "note"])
