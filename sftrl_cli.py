@@ -32,7 +32,7 @@ graph_app = typer.Typer(help="The method graph: lineage, descendants, paths, exp
 app.add_typer(methods_app, name="methods")
 app.add_typer(graph_app, name="graph")
 
-out = Console(soft_wrap=False)
+out = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
 DataOpt = Annotated[

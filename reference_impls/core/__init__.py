@@ -1,0 +1,1 @@
+"""Shared machinery of the reference implementations: models, log-probs, losses, sampling, training."""

@@ -1,0 +1,99 @@
+"""Batched sampling with a KV cache (`model.generate`) from left-padded prompts, and batching helpers.
+
+Layout of a sampled batch: `[left-padded prompt | completion right-padded after its EOS]`.
+Re-scoring it must use position ids from the attention mask (`logprobs.position_ids`), as
+`generate()` does, or the log-probs are off-policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def encode(tok, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text, no special tokens added."""
+    return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def left_pad(seqs: list[list[int]], pad_id: int, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
+    """Left-pad to a [B, P] batch; returns (ids [B, P], attention mask [B, P])."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s):] = torch.tensor(s)
+            mask[i, width - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def right_pad(seqs: list[list[int]], pad_id: int, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
+    """Right-pad to a [B, T] batch; returns (ids [B, T], mask [B, T])."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def prompt_completion_batch(tok, prompts: list[str], completions: list[str], device="cpu",
+                            add_eos: bool = True) -> dict[str, Tensor]:
+    """Teacher-forced batch `[left-padded prompt | completion + EOS, right-padded]`.
+    Returns input_ids [B, T], attention_mask [B, T] and completion mask `mask` [B, T-1] aligned with
+    `token_logprobs` output (1 where the scored token is a completion token)."""
+    p_ids, p_mask = left_pad(encode(tok, prompts), tok.pad_token_id, device)  # [B, P]
+    eos = [tok.eos_token_id] if add_eos else []
+    c_ids, c_mask = right_pad([c + eos for c in encode(tok, completions)], tok.pad_token_id, device)
+    input_ids = torch.cat([p_ids, c_ids], 1)  # [B, P+C]
+    attention_mask = torch.cat([p_mask, c_mask], 1)  # [B, P+C]
+    mask = torch.cat([torch.zeros_like(p_mask), c_mask], 1)[:, 1:]  # [B, T-1], shifted
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "mask": mask.float()}
+
+
+@dataclass
+class Rollout:
+    input_ids: Tensor  # [B, P+C] prompt (left-padded) + completion (right-padded after EOS)
+    attention_mask: Tensor  # [B, P+C]
+    mask: Tensor  # [B, P+C-1] float: 1 where the scored token is a sampled completion token
+    completions: list[str]  # decoded completions, EOS and padding removed
+    prompt_len: int  # P
+
+
+@torch.no_grad()
+def sample(model, tok, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
+           top_p: float = 1.0, greedy: bool = False, cache_implementation: str | None = None,
+           ) -> Rollout:
+    """Sample one completion per prompt with the KV cache; stops at EOS (top_k disabled).
+    `cache_implementation="static"`: a fixed-shape cache; on CUDA transformers then compiles the
+    decode step (CUDA graphs), which the environment notes measured ~4.8x faster for generation
+    after a one-off compile (untested here on GPU); results equal the dynamic cache."""
+    device = next(model.parameters()).device
+    p_ids, p_mask = left_pad(encode(tok, prompts), tok.pad_token_id, device)  # [B, P]
+    kw = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature,
+                                                     top_p=top_p, top_k=0)
+    was_training = model.training
+    model.eval()
+    out = model.generate(input_ids=p_ids, attention_mask=p_mask, max_new_tokens=max_new_tokens,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                         cache_implementation=cache_implementation, **kw)
+    model.train(was_training)
+    P = p_ids.shape[1]
+    comp = out[:, P:]  # [B, C]
+    is_eos = comp == tok.eos_token_id
+    # keep tokens up to and including the first EOS: count of EOS strictly before position t == 0
+    before = torch.cumsum(is_eos.long(), -1) - is_eos.long()  # [B, C]
+    c_mask = (before == 0).long()  # [B, C]
+    comp = torch.where(c_mask.bool(), comp, torch.full_like(comp, tok.pad_token_id))
+    texts = []
+    for row, m in zip(comp.tolist(), c_mask.tolist(), strict=True):
+        ids = [t for t, k in zip(row, m, strict=True) if k and t != tok.eos_token_id]
+        texts.append(tok.decode(ids))
+    input_ids = torch.cat([p_ids, comp], 1)  # [B, P+C]
+    attention_mask = torch.cat([p_mask, c_mask], 1)  # [B, P+C]
+    mask = torch.cat([torch.zeros_like(p_mask), c_mask], 1)[:, 1:].float()  # [B, P+C-1]
+    return Rollout(input_ids, attention_mask, mask, texts, P)

@@ -1,0 +1,215 @@
+"""The training loop shared by every method: gradient accumulation, clipping, LR schedule, seeding,
+bf16 autocast on CUDA, safetensors checkpoints with exact resume, and a non-finite stop.
+
+A method supplies an `Algo`:
+    module: nn.Module                                   what is trained (policy, + critic for PPO)
+    collect(step) -> (batch: dict[str, Tensor], stats)  the step's full batch, rows first; built
+                                                        under no_grad (RL methods sample here)
+    loss(micro, totals) -> (loss, stats)                 the micro-batch's share of the full-batch
+                                                        loss: normalised by `totals` (counts of the
+                                                        whole batch), so sum over micro-batches ==
+                                                        full-batch loss; stats are additive alike
+Data must be a function of (seed, step) and sampling must use the global torch RNG: the checkpoint
+stores the RNG states, so an interrupted-and-resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+Batch = dict[str, Tensor]
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100
+    batch_size: int = 32  # rows per optimizer step (sequences, pairs or completions)
+    micro_batch_size: int | None = None  # rows per forward/backward; None = the whole batch
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1  # cosine floor, as a fraction of lr
+    max_grad_norm: float | None = 1.0
+    updates_per_batch: int = 1  # optimizer steps on each collected batch (PPO epochs / mu)
+    bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
+    save_every: int = 0  # checkpoint every n steps (0: only at the end)
+
+
+class Algo(Protocol):
+    module: nn.Module
+
+    def collect(self, step: int) -> tuple[Batch, dict[str, float]]: ...
+
+    def loss(self, micro: Batch, totals: dict[str, Any]) -> tuple[Tensor, dict[str, float]]: ...
+
+
+class NonFiniteError(RuntimeError):
+    def __init__(self, step: int, quantity: str, value: float):
+        super().__init__(f"non-finite {quantity} ({value}) at step {step}: run stopped")
+        self.step, self.quantity, self.value = step, quantity, value
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def step_rng(seed: int, step: int) -> random.Random:
+    """The data RNG of one step: a function of (seed, step) only, hence resumable for free."""
+    return random.Random(seed * 1_000_003 + step)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warmup over `warmup_steps`, then constant or cosine decay to lr * min_lr_ratio."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def autocast(device: torch.device | str, enabled: bool = True):
+    """bf16 autocast on CUDA; a no-op elsewhere (CPU runs stay fp32 and bit-reproducible)."""
+    device = torch.device(device)
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in module.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def split(batch: Batch, size: int | None) -> list[Batch]:
+    """Micro-batches of `size` rows (in order)."""
+    n = len(next(iter(batch.values())))
+    size = size or n
+    return [{k: v[i : i + size] for k, v in batch.items()} for i in range(0, n, size)]
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+
+
+def save_checkpoint(path: Path, module: nn.Module, opt: torch.optim.Optimizer, step: int,
+                    history: list[dict[str, float]]) -> None:
+    """One safetensors file: model weights, optimizer state, RNG states; step/history in metadata."""
+    tensors: dict[str, Tensor] = {}
+    for k, v in module.state_dict().items():
+        tensors[f"model.{k}"] = v.detach().cpu().clone().contiguous()
+    osd = opt.state_dict()
+    for idx, state in osd["state"].items():
+        for name, v in state.items():
+            t = v if torch.is_tensor(v) else torch.tensor(v)
+            tensors[f"opt.{idx}.{name}"] = t.detach().cpu().clone().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    meta = {"step": str(step), "param_groups": json.dumps(osd["param_groups"]),
+            "python_rng": json.dumps(random.getstate()), "history": json.dumps(history)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, module: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list]:
+    """Restore weights, optimizer and RNG states; returns (last finished step, history)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(tensors["rng.cuda"]))
+    py = json.loads(meta["python_rng"])
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    return int(meta["step"]), json.loads(meta["history"])
+
+
+# ------------------------------------------------------------------------------------ the loop
+
+
+def train(algo: Algo, cfg: TrainConfig, device: torch.device | str = "cpu", *,
+          checkpoint: Path | None = None, resume: Path | None = None, stop_after: int | None = None,
+          progress: bool = True, on_step: Callable[[dict[str, float]], None] | None = None,
+          ) -> list[dict[str, float]]:
+    """Run `cfg.steps` steps (or stop after `stop_after` steps, as if interrupted); returns the
+    metric history. Raises NonFiniteError on a non-finite loss, statistic or gradient norm."""
+    module = algo.module
+    opt = make_optimizer(module, cfg)
+    start, history = 0, []
+    if resume is not None:
+        last, history = load_checkpoint(resume, module, opt)
+        start = last + 1
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, dynamic_ncols=True, leave=False)
+    module.train()
+    for step in range(start, end):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step)
+        with autocast(device, cfg.bf16):
+            batch, log = algo.collect(step)
+        totals = {"rows": len(next(iter(batch.values())))}
+        if "mask" in batch:
+            totals["tokens"] = batch["mask"].sum()
+        for _ in range(cfg.updates_per_batch):
+            opt.zero_grad(set_to_none=True)
+            sums: dict[str, float] = {}
+            for micro in split(batch, cfg.micro_batch_size):
+                with autocast(device, cfg.bf16):
+                    loss, stats = algo.loss(micro, totals)
+                if not torch.isfinite(loss):
+                    raise NonFiniteError(step, "loss", loss.item())
+                loss.backward()
+                for k, v in {"loss": loss.item(), **stats}.items():
+                    sums[k] = sums.get(k, 0.0) + v
+            params = [p for p in module.parameters() if p.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+            if not torch.isfinite(norm):
+                raise NonFiniteError(step, "grad_norm", norm.item())
+            opt.step()
+        log = {"step": float(step), "lr": opt.param_groups[0]["lr"], **log, **sums,
+               "grad_norm": norm.item()}
+        for k, v in log.items():
+            if not math.isfinite(v):
+                raise NonFiniteError(step, k, v)
+        history.append(log)
+        if on_step:
+            on_step(log)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: f"{log[k]:.3f}" for k in ("loss", "reward") if k in log})
+        if checkpoint is not None and (
+            step == end - 1 or (cfg.save_every and (step + 1) % cfg.save_every == 0)):
+            save_checkpoint(checkpoint, module, opt, step, history)
+    if bar is not None:
+        bar.close()
+    return history

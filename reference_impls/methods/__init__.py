@@ -1,0 +1,1 @@
+"""One file per method: a pure loss function plus the glue that builds its batches."""

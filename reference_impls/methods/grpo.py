@@ -1,0 +1,102 @@
+"""Group Relative Policy Optimization (Shao et al., DeepSeekMath, arXiv 2402.03300), with DAPO's
+clip-higher and token-mean aggregation (arXiv 2503.14476) and Dr. GRPO's unscaled advantages and
+constant normaliser (arXiv 2503.20783) as options.
+
+For each prompt, sample a group of G completions, reward them, and set
+    A_i = (r_i - mean(r)) / (std(r) + eps)                    (scale="std"; "none": Dr. GRPO)
+    rho_{i,t} = pi_theta(o_{i,t} | q, o_{i,<t}) / pi_old(o_{i,t} | q, o_{i,<t})
+    l_{i,t} = -min(rho A_i, clip(rho, 1 - eps_low, 1 + eps_high) A_i) + beta * k3_{i,t}
+    k3 = pi_ref/pi_theta - log(pi_ref/pi_theta) - 1
+    L = aggregate(l, mask, mode)    seq-mean-token-mean (GRPO) | token-mean (DAPO) | constant (Dr. GRPO)
+Defaults: G = 8, eps = 0.2, beta = 0.04, seq-mean-token-mean, std scaling, one update per batch
+(mu = 1) follow the GRPO paper; DAPO uses eps_high = 0.28, beta = 0, token-mean. lr 3e-4, 100 steps, 8 prompts
+x 8 completions per step, temperature 1 are ours for the tiny preset.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from reference_impls.core.logprobs import sequence_logprobs
+from reference_impls.core.losses import AggregationMode, aggregate, group_advantages, kl_estimate
+from reference_impls.core.sampling import sample
+from reference_impls.core.train import Batch, TrainConfig, step_rng
+
+STARTS_FROM_BASE = True
+
+
+@dataclass
+class Config(TrainConfig):
+    steps: int = 100
+    batch_size: int = 64  # completions per step = prompts x group_size
+    lr: float = 3e-4
+    group_size: int = 8
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    beta: float = 0.04
+    aggregation: AggregationMode = "seq-mean-token-mean"
+    scale: Literal["std", "none", "loo"] = "std"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 6
+    sampler_cache: str | None = None  # "static": fixed-shape KV cache (compiled decode on CUDA)
+
+
+def grpo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
+              ref_logp: Tensor | None = None, eps_low: float = 0.2, eps_high: float = 0.2,
+              beta: float = 0.0, aggregation: AggregationMode = "seq-mean-token-mean",
+              max_len: int | None = None, *, total_tokens: float | Tensor | None = None,
+              total_seqs: int | None = None) -> tuple[Tensor, dict[str, float]]:
+    """logp, old_logp, mask, ref_logp [G, T]; advantages [G] -> (scalar loss, stats)."""
+    A = advantages.unsqueeze(-1)  # [G, 1]
+    ratio = torch.exp(logp - old_logp)  # rho [G, T]
+    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)  # clip(rho, 1-eps_low, 1+eps_high)
+    loss_tok = -torch.minimum(ratio * A, clipped * A)  # -min(rho A, clip(rho) A)   [G, T]
+    kl = torch.zeros_like(logp)
+    if ref_logp is not None:
+        kl = kl_estimate(logp, ref_logp, "k3")  # [G, T]
+        loss_tok = loss_tok + beta * kl
+    loss = aggregate(loss_tok, mask, aggregation, max_len, total_tokens=total_tokens,
+                     total_seqs=total_seqs)
+    tm = dict(total_tokens=total_tokens)  # stats: token means, additive over micro-batches
+    clip_frac = ((ratio < 1 - eps_low) & (A < 0)) | ((ratio > 1 + eps_high) & (A > 0))
+    return loss, {"kl": aggregate(kl.detach(), mask, "token-mean", **tm).item(),
+                  "clip_frac": aggregate(clip_frac.float(), mask, "token-mean", **tm).item()}
+
+
+class Algo:
+    def __init__(self, model, tok, task, cfg: Config, seed: int = 0):
+        self.module, self.tok, self.task, self.cfg, self.seed = model, tok, task, cfg, seed
+        self.ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.beta > 0 else None
+
+    @torch.no_grad()
+    def collect(self, step: int) -> tuple[Batch, dict[str, float]]:
+        c = self.cfg
+        problems = self.task.prompts(c.batch_size // c.group_size, step_rng(self.seed, step))
+        group = [p for p in problems for _ in range(c.group_size)]  # G consecutive copies [N]
+        ro = sample(self.module, self.tok, [p.prompt for p in group], c.max_new_tokens,
+                    c.temperature, c.top_p, cache_implementation=c.sampler_cache)
+        rewards = torch.tensor([self.task.reward(p, o) for p, o in zip(group, ro.completions, strict=True)])
+        batch = {"input_ids": ro.input_ids, "attention_mask": ro.attention_mask, "mask": ro.mask,
+                 "advantages": group_advantages(rewards, c.group_size, c.scale).to(ro.mask.device)}
+        if self.ref is not None:
+            batch["ref_logp"] = self._logp(self.ref, batch)  # [N, T-1]
+        if c.updates_per_batch > 1:  # pi_old differs from pi_theta after the first update
+            batch["old_logp"] = self._logp(self.module, batch)
+        return batch, {"reward": rewards.mean().item(), "completion_len": ro.mask.sum(-1).mean().item()}
+
+    def _logp(self, model, b: Batch) -> Tensor:
+        return sequence_logprobs(model, b["input_ids"], b["attention_mask"], self.cfg.temperature)
+
+    def loss(self, micro: Batch, totals: dict) -> tuple[Tensor, dict[str, float]]:
+        c = self.cfg
+        logp = self._logp(self.module, micro)  # [n, T-1]
+        old = micro.get("old_logp", logp.detach())  # mu = 1: pi_old = pi_theta (ratio 1, grad A)
+        return grpo_loss(logp, old, micro["advantages"], micro["mask"], micro.get("ref_logp"),
+                         c.eps_low, c.eps_high, c.beta, c.aggregation, c.max_new_tokens,
+                         total_tokens=totals["tokens"], total_seqs=totals["rows"])

@@ -1,0 +1,1 @@
+"""Tasks: synthetic, verifiable, CPU-sized."""
