@@ -7,15 +7,15 @@ import math
 
 import pytest
 
-from reference_impls import runner
 import reference_impls.testing  # noqa: F401  (pins torch to one thread for stable timings)
+from reference_impls import runner
 from taxonomy.registry import load_registry
 
 IMPLEMENTED = sorted(m.id for m in load_registry().methods.values() if m.impl)
 
 
 def test_registry_and_runner_agree():
-    assert IMPLEMENTED == sorted(runner.METHODS)
+    assert sorted(runner.METHODS) == IMPLEMENTED
     for mid in IMPLEMENTED:
         assert importlib.import_module(load_registry()[mid].impl) is runner.METHODS[mid]
 
