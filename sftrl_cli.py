@@ -342,6 +342,7 @@ def run_cmd(
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
     out_dir: Annotated[Path, typer.Option("--out", help="Where runs are recorded")] = Path("runs"),
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (tiny models run best on 1)")] = None,
 ) -> None:
     """Train a model with a reference implementation and record the run (run.json + checkpoint).
 
@@ -349,6 +350,10 @@ def run_cmd(
     """
     if device not in ("cpu", "cuda"):
         _usage(f"unknown device {device!r}; expected cpu or cuda")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     from reference_impls import runner
 
     if method not in runner.METHODS:
@@ -387,7 +392,10 @@ def runs_cmd(
     if results:
         _emit(runs_results(rs), fmt, "measured results")
     else:
-        _emit(runs_frame(rs), fmt, f"runs in {out_dir}")
+        df = runs_frame(rs)
+        shown = [c for c in df.columns if c in ("id", "pipeline", "status", "steps") or c.endswith("exact_match")
+                 or c.endswith("mean_reward") or c.endswith("/preference_accuracy")]
+        _emit(df.round(2), fmt, f"runs in {out_dir}", shown)
 
 
 def main() -> None:

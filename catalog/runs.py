@@ -29,10 +29,24 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _paradigm(run: Run) -> str | None:
+    from taxonomy.registry import load_registry
+    from taxonomy.schema import derive_paradigm
+
+    reg = load_registry()
+    ids = run.pipeline.method_ids()
+    return str(derive_paradigm([reg[m].paradigm for m in ids])) if all(m in reg for m in ids) else None
+
+
 def runs_results(runs: list[Run]) -> pd.DataFrame:
     """Measured results, with the same columns as `Catalog.results()` (study = run id)."""
-    rows = [{"study": r.id, "year": int(r.created[:4]), "domain": "math", "paradigm": None,
+    rows = [{"study": r.id, "year": int(r.created[:4]), "domain": "math", "paradigm": _paradigm(r),
              **x.model_dump(mode="json"), "model": x.model or r.model}
             for r in runs for x in r.results]
     return pd.DataFrame(rows, columns=["study", "year", "domain", "paradigm", "benchmark", "metric", "value",
                                        "unit", "split", "model", "origin", "note"])
+
+
+def combined_results(catalog, root: Path | str = "runs") -> pd.DataFrame:
+    """Reported results of the catalogue and measured results of our runs, in one table (`origin` tells)."""
+    return pd.concat([catalog.results(), runs_results(load_runs(root)[0])], ignore_index=True)

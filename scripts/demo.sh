@@ -14,7 +14,7 @@ step studies --domain math --year 2025 --paradigm hybrid
 step studies --method dpo --descendants --format csv --data data | head -5
 step trends --out out/trends
 if "$S" run --help >/dev/null 2>&1; then
-  step run sft --steps 300 --out out/runs
+  step run sft --steps 500 --threads 1 --out out/runs
   step runs --out out/runs
 fi
 echo; echo "Figures and report: out/trends/trends.md"

@@ -28,3 +28,19 @@ def test_two_steps_of_every_implemented_method(method, tmp_path):
     assert r.pipeline.stages[-1].method == method
     assert {x.origin for x in r.results} == {"measured"}
     assert (tmp_path / r.id / "run.json").exists()
+
+
+def test_runs_load_beside_reported_results_without_torch_side_effects(tmp_path):
+    from catalog import Catalog
+    from catalog.runs import combined_results, load_runs, runs_results
+
+    runner.run("sft", steps=2, out=tmp_path, progress=False)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "run.json").write_text("{not json")
+    runs, bad = load_runs(tmp_path)
+    assert len(runs) == 1 and len(bad) == 1 and "broken" in bad[0]
+    res = runs_results(runs)
+    assert set(res["origin"]) == {"measured"} and set(res["paradigm"]) == {"sft"}
+    both = combined_results(Catalog.load(), tmp_path)
+    assert set(both["origin"]) == {"reported", "measured"}
+    assert list(both.columns) == list(Catalog.load().results().columns)

@@ -170,7 +170,7 @@ def train(algo: Algo, cfg: TrainConfig, device: torch.device | str = "cpu", *,
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=start, dynamic_ncols=True, leave=False)
+        bar = tqdm(total=cfg.steps, initial=start, dynamic_ncols=True, leave=False, disable=None)  # off when not a TTY
     module.train()
     for step in range(start, end):
         for g in opt.param_groups:
