@@ -11,8 +11,11 @@ step methods list --paradigm hybrid
 step graph lineage luffy
 step graph path dft grpo
 step studies --domain math --year 2025 --paradigm hybrid
-step studies --method dpo --descendants --format csv --data data | head -5
+mkdir -p out
+step studies --method dpo --descendants --format csv > out/dpo_family_studies.csv
+echo "$(($(wc -l < out/dpo_family_studies.csv) - 1)) studies use DPO or a method derived from it -> out/dpo_family_studies.csv"
 step trends --out out/trends
+sed -n '/^| year/,/^$/p' out/trends/trends.md | head -6
 if "$S" run --help >/dev/null 2>&1; then
   step run sft --steps 500 --threads 1 --out out/runs
   step runs --out out/runs
