@@ -2,10 +2,8 @@
 # Set up (idempotent) and run the main job on the built-in data: a short tour of sftrl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-export HF_HUB_OFFLINE=1 MPLBACKEND=Agg
-S=.venv/bin/sftrl
-step() { printf '\n\033[1m$ sftrl %s\033[0m\n' "$*"; "$S" "$@"; }
+source scripts/env.sh
+step() { printf '\n\033[1m$ sftrl %s\033[0m\n' "$*" >&2; "$PY" -m sftrl_cli "$@"; }
 step validate
 step methods list --paradigm hybrid
 step graph lineage luffy
@@ -15,9 +13,7 @@ mkdir -p out
 step studies --method dpo --descendants --format csv > out/dpo_family_studies.csv
 echo "$(($(wc -l < out/dpo_family_studies.csv) - 1)) studies use DPO or a method derived from it -> out/dpo_family_studies.csv"
 step trends --out out/trends
-sed -n '/^| year/,/^$/p' out/trends/trends.md | head -6
-if "$S" run --help >/dev/null 2>&1; then
-  step run sft --steps 500 --threads 1 --out out/runs
-  step runs --out out/runs
-fi
+awk '/^\| year/ {f = 1} f && n < 5 {print; n++}' out/trends/trends.md  # ours vs the survey
+step run sft --steps 500 --threads 1 --out out/runs
+step runs --out out/runs
 echo; echo "Figures and report: out/trends/trends.md"

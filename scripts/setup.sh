@@ -9,7 +9,8 @@ if [ "${SFTRL_NO_VENV:-0}" != "1" ]; then
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   PY=.venv/bin/python
 fi
-stamp=.venv/.sftrl-setup
+mkdir -p .venv
+stamp=.venv/.sftrl-setup$([ "${SFTRL_NO_VENV:-0}" = "1" ] && echo -system)
 want="$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
@@ -20,4 +21,4 @@ fi
 TORCH_VERSION=$("$PY" -c "import torch; print(torch.__version__.split('+')[0])")
 echo "sftrl setup: installing sftrl and its dependencies (torch $TORCH_VERSION kept)"
 "$PY" -m pip install -q -e ".[dev]" -c constraints.txt -c <(echo "torch==$TORCH_VERSION")
-mkdir -p .venv && echo "$want" > "$stamp"
+echo "$want" > "$stamp"

@@ -2,7 +2,6 @@
 # Set up (idempotent) and run the whole test suite plus the linter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-export HF_HUB_OFFLINE=1 MPLBACKEND=Agg
-.venv/bin/ruff check .
-.venv/bin/python -m pytest "$@"
+source scripts/env.sh
+"$PY" -m ruff check .
+"$PY" -m pytest "$@"
