@@ -14,30 +14,23 @@ from torch import Tensor
 
 
 def encode(tok, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text, no special tokens added."""
-    return [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    """Token ids of each text, no special tokens added (one batched tokenizer call)."""
+    return tok(list(texts), add_special_tokens=False)["input_ids"] if texts else []
 
 
 def left_pad(seqs: list[list[int]], pad_id: int, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
     """Left-pad to a [B, P] batch; returns (ids [B, P], attention mask [B, P])."""
     width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, width - len(s):] = torch.tensor(s)
-            mask[i, width - len(s):] = 1
+    ids = torch.tensor([[pad_id] * (width - len(s)) + s for s in seqs], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long)
     return ids.to(device), mask.to(device)
 
 
 def right_pad(seqs: list[list[int]], pad_id: int, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
     """Right-pad to a [B, T] batch; returns (ids [B, T], mask [B, T])."""
     width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
+    ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in seqs], dtype=torch.long)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], dtype=torch.long)
     return ids.to(device), mask.to(device)
 
 
@@ -46,9 +39,16 @@ def prompt_completion_batch(tok, prompts: list[str], completions: list[str], dev
     """Teacher-forced batch `[left-padded prompt | completion + EOS, right-padded]`.
     Returns input_ids [B, T], attention_mask [B, T] and completion mask `mask` [B, T-1] aligned with
     `token_logprobs` output (1 where the scored token is a completion token)."""
-    p_ids, p_mask = left_pad(encode(tok, prompts), tok.pad_token_id, device)  # [B, P]
     eos = [tok.eos_token_id] if add_eos else []
-    c_ids, c_mask = right_pad([c + eos for c in encode(tok, completions)], tok.pad_token_id, device)
+    return pad_prompt_completion(encode(tok, prompts), [c + eos for c in encode(tok, completions)],
+                                 tok.pad_token_id, device)
+
+
+def pad_prompt_completion(prompts: list[list[int]], completions: list[list[int]], pad_id: int,
+                          device="cpu") -> dict[str, Tensor]:
+    """`prompt_completion_batch` on token ids (completions already end with EOS if wanted)."""
+    p_ids, p_mask = left_pad(prompts, pad_id, device)  # [B, P]
+    c_ids, c_mask = right_pad(completions, pad_id, device)  # [B, C]
     input_ids = torch.cat([p_ids, c_ids], 1)  # [B, P+C]
     attention_mask = torch.cat([p_mask, c_mask], 1)  # [B, P+C]
     mask = torch.cat([torch.zeros_like(p_mask), c_mask], 1)[:, 1:]  # [B, T-1], shifted

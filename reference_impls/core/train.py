@@ -47,6 +47,7 @@ class TrainConfig:
     updates_per_batch: int = 1  # optimizer steps on each collected batch (PPO epochs / mu)
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
     save_every: int = 0  # checkpoint every n steps (0: only at the end)
+    fused: bool = True  # fused AdamW where torch has it (see make_optimizer); False: per-parameter
 
 
 class Algo(Protocol):
@@ -92,8 +93,19 @@ def autocast(device: torch.device | str, enabled: bool = True):
 
 
 def make_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW, fused (one kernel over all parameters, as TRL's default `adamw_torch_fused`) if
+    `cfg.fused` and torch has a fused kernel for the parameters' device and dtype (CPU and CUDA in
+    torch 2.13: ~4x faster than the per-parameter loop on CPU); else torch's default (foreach or
+    per-parameter). The two agree to float round-off (~1e-7 per step), and a resumed run rebuilds
+    the same one, so resume stays exact."""
     params = [p for p in module.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    kw = dict(lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.fused:
+        try:
+            return torch.optim.AdamW(params, **kw, fused=True)
+        except (RuntimeError, ValueError):  # no fused kernel for this device / dtype
+            pass
+    return torch.optim.AdamW(params, **kw)
 
 
 def split(batch: Batch, size: int | None) -> list[Batch]:

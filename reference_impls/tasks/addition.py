@@ -66,17 +66,21 @@ class Addition:
             out[split] = sorted(seen, key=lambda p: (p.a, p.b))
         return out
 
+    @cached_property
+    def held_out(self) -> frozenset[Problem]:
+        """The ID evaluation problems, which training never draws (built once, not per batch)."""
+        return frozenset(self.eval_sets["in_distribution"])
+
     @property
     def max_answer_len(self) -> int:
         return self.digits_ood + 1
 
     def problems(self, n: int, rng: random.Random) -> list[Problem]:
         """n training problems (ID), excluding the held-out ID evaluation set."""
-        held = set(self.eval_sets["in_distribution"])
         out: list[Problem] = []
         while len(out) < n:
             p = self._draw(rng, self.digits_id)
-            if p not in held:
+            if p not in self.held_out:
                 out.append(p)
         return out
 

@@ -22,7 +22,10 @@ from reference_impls.core.train import seed_everything, train
 from reference_impls.methods import sft
 from reference_impls.tasks.addition import TASKS, exact_match
 
-RECIPE = sft.Config(steps=400, batch_size=64, lr=3e-3, warmup_steps=20)
+# fused=False: the per-parameter AdamW this recipe (and its measured exact match) was fixed with.
+# Round-off moves the sharp transition: the fused optimizer gives ~84 % instead of ~62 % (seed 0),
+# a base on which 60 DPO steps lose more policy preference accuracy than tests/test_ref_learning allows.
+RECIPE = sft.Config(steps=400, batch_size=64, lr=3e-3, warmup_steps=20, fused=False)
 
 
 def warm_start(task: str = "addition", model: str = "tiny", seed: int = 0,
