@@ -10,7 +10,8 @@ if [ "${SFTRL_NO_VENV:-0}" != "1" ]; then
   PY=.venv/bin/python
 fi
 mkdir -p .venv
-stamp=.venv/.sftrl-setup$([ "${SFTRL_NO_VENV:-0}" = "1" ] && echo -system)
+stamp=.venv/.sftrl-setup
+if [ "${SFTRL_NO_VENV:-0}" = "1" ]; then stamp=.venv/.sftrl-setup-system; fi
 want="$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
