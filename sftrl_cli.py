@@ -193,6 +193,31 @@ def graph_lineage(
         out.print(f"  {n['year']}  {i:18} {n['name']} [{n['paradigm']}]", markup=False)
 
 
+@graph_app.command("neighbours")
+def graph_neighbours(
+    method: Annotated[str, typer.Argument(help="A method id")],
+    kind: Annotated[str | None, typer.Option(help="Only edges of this kind, e.g. removes_component")] = None,
+    fmt: FmtOpt = Fmt.table,
+    data: DataOpt = None,
+) -> None:
+    """Relations touching a method, in both directions, optionally of one kind.
+
+    Example: sftrl graph neighbours ppo --kind removes_component
+    """
+    import pandas as pd
+
+    from taxonomy.graph import build_graph, neighbours
+    from taxonomy.schema import RelationKind
+
+    if kind is not None and kind not in {k.value for k in RelationKind}:
+        _usage(f"unknown kind {kind!r}; expected one of {', '.join(k.value for k in RelationKind)}")
+    try:
+        rows = neighbours(build_graph(_registry(data)), method, kind)
+    except KeyError as e:
+        _usage(str(e.args[0]))
+    _emit(pd.DataFrame(rows, columns=["source", "kind", "target", "note", "citation"]), fmt, f"relations of {method}")
+
+
 @graph_app.command("path")
 def graph_path(
     a: Annotated[str, typer.Argument(help="From method id")],

@@ -34,6 +34,9 @@ def test_graph_commands(tmp_path):
     assert "reinforce" in out and "sft" in out and "2 method(s)" in out
     assert "luffy" in run("graph", "lineage", "grpo", "--descendants", *D)
     assert "dft --rectifies--> sft" in run("graph", "path", "dft", "dapo", *D)
+    out = run("graph", "neighbours", "ppo", "--kind", "removes_component", "-f", "csv", *D)
+    assert out.splitlines()[1:] == ["grpo,removes_component,ppo,no critic,2402.03300"]
+    run("graph", "neighbours", "ppo", "--kind", "drops", *D, code=2)
     f = tmp_path / "g.json"
     run("graph", "export", "-f", "json", "-o", str(f), *D)
     assert len(json.loads(f.read_text())["nodes"]) == 8
@@ -60,7 +63,7 @@ def test_usage_errors_exit_2():
 
 
 @pytest.mark.parametrize("cmd", [["studies"], ["validate"], ["methods", "list"], ["methods", "show"],
-                                 ["graph", "lineage"], ["graph", "path"], ["graph", "export"], ["trends"]])
+                                 ["graph", "lineage"], ["graph", "neighbours"], ["graph", "path"], ["graph", "export"], ["trends"]])
 def test_every_command_has_help_with_example(cmd):
     out = run(*cmd, "--help")
     assert "Example" in out and "sftrl " in out
