@@ -30,7 +30,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,13 @@ from trl import (  # noqa: E402
     SFTTrainer,
 )
 
+from reference_impls.core.logprobs import token_logprobs  # noqa: E402
+from reference_impls.core.losses import aggregate, group_advantages, kl_estimate  # noqa: E402
+from reference_impls.methods.dpo import dpo_loss  # noqa: E402
+from reference_impls.methods.grpo import grpo_loss  # noqa: E402
+from reference_impls.methods.sft import sft_loss  # noqa: E402
+from reference_impls.tasks.addition import Addition  # noqa: E402
+
 hf_logging.disable_progress_bar()
 disable_progress_bars()
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers 5 deprecation noise
@@ -64,18 +71,6 @@ GRAD_RTOL = 5e-6  # |g_ours - g_trl|_inf <= GRAD_RTOL * |g_trl|_inf + GRAD_ATOL 
 GRAD_ATOL = 1e-7
 ACHIEVED: dict[str, dict[str, float]] = {}  # test id -> achieved errors (for the report)
 
-
-def ours(module: str, name: str) -> Callable[..., Any]:
-    """Import one of our reference functions; skip (not fail) only while it is not written yet."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name is not None and e.name.startswith("reference_impls"):
-            pytest.skip(f"{module} does not exist yet ({e})")
-        raise
-    if not hasattr(mod, name):
-        pytest.skip(f"{module}.{name} does not exist yet")
-    return getattr(mod, name)
 
 
 # ---------------------------------------------------------------- tiny model, tokenizer, helpers
@@ -165,7 +160,6 @@ def compare(
 
 def our_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
     """Our scoring path: full logits -> token_logprobs -> [B, T-1] (position t scores token t+1)."""
-    token_logprobs = ours("reference_impls.core.logprobs", "token_logprobs")
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [B, T, V]
     return token_logprobs(logits, batch["input_ids"], temperature)
 
@@ -184,7 +178,6 @@ def test_sft_matches_trl(tiny_dir: Path, tmp_path: Path, completion_only: bool) 
     TRL: loss = -sum_t log p(y_t) over label != -100 / #such tokens (a global token mean).
     Ours: sft_loss(token_logprobs, mask) with mask = labels[:, 1:] != -100 (shifted like logp).
     """
-    sft_loss = ours("reference_impls.methods.sft", "sft_loss")
     model = load(tiny_dir)
     args = SFTConfig(**common_args(tmp_path), per_device_train_batch_size=6, completion_only_loss=completion_only)
     trainer = SFTTrainer(
@@ -251,7 +244,6 @@ def test_dpo_matches_trl(tiny_dir: Path, tmp_path: Path, loss_type: str, beta: f
     sigmoid: -log sigma(beta h); hinge: relu(1 - beta h); ipo: (h_norm - 1/(2 beta))^2 with each
     log-ratio divided by its completion length. Mean over pairs.
     """
-    dpo_loss = ours("reference_impls.methods.dpo", "dpo_loss")
     trainer, policy, batch = dpo_setup(tiny_dir, tmp_path, loss_type, beta)
     loss_trl = trainer.compute_loss(policy, dict(batch))
     g_trl = flat_grad(policy, loss_trl)
@@ -277,7 +269,6 @@ def test_dpo_matches_trl(tiny_dir: Path, tmp_path: Path, loss_type: str, beta: f
 
 def test_dpo_ipo_unnormalised_differs_from_trl(tiny_dir: Path, tmp_path: Path) -> None:
     """Ours on summed log-ratios (Azar et al.) is NOT TRL's length-normalised ipo: documents the gap."""
-    dpo_loss = ours("reference_impls.methods.dpo", "dpo_loss")
     trainer, policy, batch = dpo_setup(tiny_dir, tmp_path, "ipo", 0.1)
     with torch.no_grad():
         loss_trl = trainer.compute_loss(policy, dict(batch))
@@ -355,7 +346,6 @@ def test_grpo_matches_trl(tiny_dir: Path, tmp_path: Path, loss_type: str, regime
     off-policy: old = logp - delta, delta in +-0.45, so r = exp(delta) lands outside
     [1 - 0.2, 1 + 0.28] on both sides (DAPO clip-higher eps_high = 0.28); k3 with beta > 0.
     """
-    grpo_loss = ours("reference_impls.methods.grpo", "grpo_loss")
     trainer, model = grpo_trainer(
         tiny_dir, tmp_path, loss_type=loss_type, beta=beta, epsilon_high=0.28, use_bias_correction_kl=False
     )
@@ -395,9 +385,6 @@ def test_grpo_bias_corrected_kl_is_ours_plus_ratio_term(tiny_dir: Path, tmp_path
     """TRL's default use_bias_correction_kl=True: per-token KL = k3 * r. So
     TRL = ours + beta * agg(k3 * (r - 1)); at r = 1 the value matches but the gradient gains
     beta * agg(k3 * grad logp) -- checked both ways."""
-    grpo_loss = ours("reference_impls.methods.grpo", "grpo_loss")
-    aggregate = ours("reference_impls.core.losses", "aggregate")
-    kl_estimate = ours("reference_impls.core.losses", "kl_estimate")
     beta = 0.5
     trainer, model = grpo_trainer(tiny_dir, tmp_path, loss_type="dapo", beta=beta, epsilon_high=0.28)
     assert trainer.args.use_bias_correction_kl  # the TRL 1.16 default
@@ -430,7 +417,6 @@ def test_grpo_bias_corrected_kl_is_ours_plus_ratio_term(tiny_dir: Path, tmp_path
 
 def test_grpo_temperature_matches_trl(tiny_dir: Path, tmp_path: Path) -> None:
     """TRL scores with logits / temperature (fused head); our token_logprobs(..., temperature)."""
-    grpo_loss = ours("reference_impls.methods.grpo", "grpo_loss")
     trainer, model = grpo_trainer(tiny_dir, tmp_path, loss_type="grpo", beta=0.0, temperature=0.7)
     b = grpo_batch(seed=5)
     loss_trl = trainer._compute_loss(model, dict(b, num_items_in_batch=b["completion_mask"].sum()))
@@ -448,7 +434,6 @@ def test_grpo_advantages_match_trl(tiny_dir: Path, tmp_path: Path, scale_rewards
     TRL: A = (r - mean_g r) / (std_g r + 1e-4) with the Bessel-corrected (unbiased) std
     (trl.trainer.utils.nanstd); scale_rewards="none": A = r - mean_g r (Dr. GRPO).
     """
-    group_advantages = ours("reference_impls.core.losses", "group_advantages")
     trainer, _ = grpo_trainer(tiny_dir, tmp_path, loss_type="dapo", scale_rewards=scale_rewards)
     rewards = [1.0, 0.0, 0.0, 1.0, 0.2, 0.9, -0.3, 0.5]  # [G]: group 1 then group 2
     rows = [{"prompt": p, "r": r} for p, r in zip(["1+2="] * 4 + ["33+40="] * 4, rewards, strict=True)]
@@ -470,7 +455,7 @@ def algo(method: str, model: torch.nn.Module, tiny_dir: Path, **cfg: Any) -> Any
     mod = importlib.import_module(f"reference_impls.methods.{method}")
     if not hasattr(mod, "Algo"):
         pytest.skip(f"reference_impls.methods.{method}.Algo does not exist yet")
-    task = ours("reference_impls.tasks.addition", "Addition")()
+    task = Addition()
     return mod.Algo(model, tokenizer(tiny_dir), task, mod.Config(**cfg))
 
 

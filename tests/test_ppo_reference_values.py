@@ -8,27 +8,14 @@ of per-sequence means), and clipping active on both sides of the ratio / value t
 
 from __future__ import annotations
 
-import importlib
 import math
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
+from reference_impls.methods.ppo import gae, ppo_policy_loss, ppo_value_loss
+
 torch = pytest.importorskip("torch")
 
-
-def ppo(name: str) -> Callable[..., Any]:
-    """Our reference PPO function; skip (not fail) only while it is not written yet."""
-    try:
-        mod = importlib.import_module("reference_impls.methods.ppo")
-    except ModuleNotFoundError as e:
-        if e.name is not None and e.name.startswith("reference_impls"):
-            pytest.skip(f"reference_impls.methods.ppo does not exist yet ({e})")
-        raise
-    if not hasattr(mod, name):
-        pytest.skip(f"reference_impls.methods.ppo.{name} does not exist yet")
-    return getattr(mod, name)
 
 
 def t(rows: list[list[float]]) -> torch.Tensor:
@@ -48,7 +35,6 @@ def close(actual: torch.Tensor, expected: list[list[float]] | torch.Tensor, mask
 
 
 def test_gae_gamma_and_lambda_below_one() -> None:
-    gae = ppo("gae")
     rewards = t([[0.0, 0.0, 1.0]])
     values = t([[0.5, 0.6, 0.7]])
     mask = t([[1, 1, 1]])
@@ -62,7 +48,6 @@ def test_gae_gamma_and_lambda_below_one() -> None:
 
 
 def test_gae_masked_tail_does_not_bootstrap_and_rows_are_independent() -> None:
-    gae = ppo("gae")
     rewards = t([[0.0, 2.0, 0.0, 0.0],
                  [0.0, 0.0, 0.0, 1.0]])  # fmt: skip
     values = t([[1.0, 0.5, 9.0, 9.0],  # 9.0: critic output on padding, must be ignored
@@ -80,7 +65,6 @@ def test_gae_masked_tail_does_not_bootstrap_and_rows_are_independent() -> None:
 
 
 def test_gae_lambda_zero_is_one_step_td() -> None:
-    gae = ppo("gae")
     rewards = t([[0.1, -0.2, 0.3]])
     values = t([[1.0, 2.0, 3.0]])
     mask = t([[1, 1, 1]])
@@ -93,7 +77,6 @@ def test_gae_lambda_zero_is_one_step_td() -> None:
 
 def test_gae_default_gamma_one_matches_brute_force() -> None:
     """Defaults (gamma = 1, lam = 0.95) against the closed form A_t = sum_l (gamma lam)^l delta_{t+l}."""
-    gae = ppo("gae")
     g = torch.Generator().manual_seed(0)
     rewards, values = torch.randn(3, 6, generator=g), torch.randn(3, 6, generator=g)
     lengths = [6, 4, 1]
@@ -114,7 +97,6 @@ def test_gae_default_gamma_one_matches_brute_force() -> None:
 
 
 def test_ppo_policy_loss_clips_both_sides_with_global_token_mean() -> None:
-    ppo_policy_loss = ppo("ppo_policy_loss")
     ln = math.log
     old = torch.zeros(2, 3)
     # row 0 has one valid token then a masked tail (r = 3, A = 5: must be ignored)
@@ -141,7 +123,6 @@ def test_ppo_policy_loss_clips_both_sides_with_global_token_mean() -> None:
 
 def test_ppo_policy_loss_on_policy_value_and_gradient() -> None:
     """r = 1: loss = -mean(A) over valid tokens, d loss / d logp = -A / N (the policy gradient)."""
-    ppo_policy_loss = ppo("ppo_policy_loss")
     logp = torch.tensor([[-1.0, -2.0, -3.0]], requires_grad=True)
     adv = t([[0.5, -1.5, 7.0]])
     mask = t([[1, 1, 0]])
@@ -156,7 +137,6 @@ def test_ppo_policy_loss_on_policy_value_and_gradient() -> None:
 
 
 def test_ppo_value_loss_clips_both_sides() -> None:
-    ppo_value_loss = ppo("ppo_value_loss")
     values = torch.tensor([[1.0, 0.0, 1.0, 0.6, 10.0]], requires_grad=True)
     old_values = t([[0.5, 0.5, 0.5, 0.5, 0.0]])
     returns = t([[1.0, 0.0, 0.0, 0.2, -10.0]])
@@ -176,7 +156,6 @@ def test_ppo_value_loss_clips_both_sides() -> None:
 
 
 def test_ppo_value_loss_is_token_mean_across_rows() -> None:
-    ppo_value_loss = ppo("ppo_value_loss")
     values = t([[2.0, 0.0], [1.0, 1.0]])
     returns = t([[0.0, 0.0], [0.0, 0.0]])
     mask = t([[1, 0], [1, 1]])
