@@ -11,11 +11,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch  # noqa: E402
 
 from reference_impls.methods.ppo import gae, ppo_policy_loss, ppo_value_loss
-
-torch = pytest.importorskip("torch")
-
 
 
 def t(rows: list[list[float]]) -> torch.Tensor:
