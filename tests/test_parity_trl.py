@@ -37,10 +37,7 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch = pytest.importorskip("torch")
-pytest.importorskip("trl")
-pytest.importorskip("datasets")
-
+import torch  # noqa: E402  (trl and datasets are test dependencies: a missing one must fail, not skip)
 from datasets import Dataset, disable_progress_bars  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
