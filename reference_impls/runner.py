@@ -1,33 +1,119 @@
-"""Run one method on one task and record it:  run("grpo", steps=20) -> taxonomy.schema.Run.
+"""Run a pipeline of methods on a task and record it as one Run:  run("sft,grpo", steps=20).
 
     from reference_impls.runner import run, list_runs
     r = run("dpo", task="addition", model="tiny", steps=50, beta=0.1)
+    r = run("sft -> grpo", data="train.jsonl", reward="math", stage_options={"grpo": {"lr": 1e-4}})
 
-`**overrides` set fields of the method's `Config` (lr, batch_size, micro_batch_size, beta, ...).
-RL / preference methods on the tiny preset start from the cached warm-start SFT base
-(`reference_impls.tasks.base_model`). Writes out/<run_id>/run.json and out/<run_id>/checkpoint.safetensors.
+The runner knows no method by name. It reads each method module's contract:
+    NEEDS            signals the method eats (tasks/base.py); the task must provide them
+    STARTS_FROM_BASE True: on the tiny preset, a cached warm-start SFT stage is put first
+    PIPELINE         (optional) the stages a pipeline method stands for, e.g. ["sft", "dpo"]
+    Config           dataclass of options (defaults from the paper; `# comment` = help line)
+    Algo(model, tok, task, cfg, seed)   collect(step) / loss(micro, totals) / evaluate() (optional)
+Methods come from the registry: every `impl` of data/methods.yaml is importable here.
+
+Layout of a run directory:
+    spec.json                  everything needed to resume (`run(resume=DIR)`)
+    run.json                   the Run record (status running|interrupted|stopped|failed|finished),
+                               always written atomically
+    stage-<i>/checkpoint.safetensors   training state (weights, optimizer, RNG) every `save_every`
+    stage-<i>/model/           the stage's final policy, HF-style (the next stage starts from it)
+    stage-<i>/stage.json       the finished stage's history and results
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
+import os
+import re
 import secrets
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import torch
+
+from reference_impls.core.evaluate import accuracy, mean_reward
 from reference_impls.core.model import load_model
+from reference_impls.core.options import coerce
 from reference_impls.core.record import git_commit, hardware, versions, write_run
 from reference_impls.core.train import NonFiniteError, seed_everything, train
-from reference_impls.methods import dpo, grpo, ppo, sft
-from reference_impls.tasks.addition import TASKS, exact_match, mean_reward
+from reference_impls.tasks import make_task, task_key
 from reference_impls.tasks.base_model import RECIPE, warm_start
+from taxonomy.registry import load_registry
 from taxonomy.schema import Data, DataSource, Origin, Pipeline, Result, Run, Split, Stage
 
-METHODS: dict[str, ModuleType] = {"sft": sft, "dpo": dpo, "grpo": grpo, "ppo": ppo}
-DATA = {"sft": "demonstrations", "dpo": "preference pairs", "grpo": "exact-match reward",
-        "ppo": "exact-match reward"}
+
+def _load_methods() -> dict[str, ModuleType]:
+    return {m.id: importlib.import_module(m.impl)
+            for m in load_registry().methods.values() if m.impl}
+
+
+METHODS: dict[str, ModuleType] = _load_methods()
+MAX_SEED = 2**32 - 1
+
+
+class UsageError(ValueError):
+    """A mistake in what was asked (method, option, task, path, device): no training happened."""
+
+
+def parse_pipeline(spec: str | list[str]) -> list[str]:
+    """"sft,grpo" | "sft -> grpo" | ["sft", "grpo"] -> method ids, pipeline methods expanded."""
+    names = [s.strip() for s in re.split(r",|->", spec)] if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    for name in names:
+        if name not in METHODS:
+            from taxonomy.loading import suggest
+
+            raise UsageError(f"no reference implementation for {name!r}{suggest(name, METHODS)}; "
+                             f"implemented: {', '.join(sorted(METHODS))}")
+        out += parse_pipeline(METHODS[name].PIPELINE) if hasattr(METHODS[name], "PIPELINE") else [name]
+    if not out:
+        raise UsageError("empty pipeline")
+    return out
+
+
+def _configs(stages: list[str], steps: int | None, overrides: dict[str, Any],
+             stage_options: dict[str, dict[str, Any]]) -> list[Any]:
+    """One Config per stage. `overrides` go to every stage that has the field (an error if none
+    has it); `stage_options[KEY]` to stages whose method id or 1-based position is KEY."""
+    opts: list[dict[str, Any]] = [{} for _ in stages]
+    for k, v in overrides.items():
+        hit = [i for i, m in enumerate(stages) if k in _fields(m)]
+        if not hit:
+            raise UsageError(f"unknown {'/'.join(dict.fromkeys(stages))} option {k!r}; known: "
+                             f"{', '.join(sorted(set().union(*(_fields(m) for m in stages))))}")
+        for i in hit:
+            opts[i][k] = v
+    for key, kv in stage_options.items():
+        idx = [i for i, m in enumerate(stages) if m == key or str(i + 1) == str(key)]
+        if not idx:
+            raise UsageError(f"--set {key}.…: no stage {key!r} in the pipeline {' -> '.join(stages)}")
+        for i in idx:
+            for k, v in kv.items():
+                if k not in _fields(stages[i]):
+                    raise UsageError(f"unknown {stages[i]} option {k!r}; known: {', '.join(sorted(_fields(stages[i])))}")
+                opts[i][k] = v
+    cfgs = []
+    for m, o in zip(stages, opts, strict=True):
+        cls = METHODS[m].Config
+        if steps is not None:
+            o = {"steps": steps, **o}
+        try:
+            cfgs.append(cls(**{k: coerce(cls, k, v) for k, v in o.items()}))
+        except ValueError as e:
+            raise UsageError(f"{m}: {e}") from None
+        if cfgs[-1].steps < 1:
+            raise UsageError(f"{m}: steps must be at least 1 (got {cfgs[-1].steps})")
+    return cfgs
+
+
+def _fields(method: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(METHODS[method].Config)}
 
 
 def _scalars(cfg: dict) -> dict[str, float | int | str | bool]:
@@ -38,76 +124,205 @@ def _slug(s: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in Path(s).name.lower()).strip("-") or "model"
 
 
-def run(method: str, task: str = "addition", model: str = "tiny", steps: int | None = None,
-        seed: int = 0, device: str = "cpu", out: Path = Path("runs"), progress: bool = True,
-        **overrides) -> Run:
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
-    mod = METHODS[method]
-    fields = {f.name for f in dataclasses.fields(mod.Config)}
-    if bad := sorted(set(overrides) - fields):
-        raise ValueError(f"unknown {method} option(s) {bad}; known: {sorted(fields)}")
-    cfg = mod.Config(**overrides, **({"steps": steps} if steps is not None else {}))
-    task_obj = TASKS[task]()
-    stages, start = [], model
-    if mod.STARTS_FROM_BASE and model == "tiny":
-        start = str(warm_start(task, model))
-        stages.append(Stage(method="sft", data=[Data(source=DataSource.benchmark, name=f"{task} demonstrations")],
-                            hyperparameters=_scalars(dataclasses.asdict(RECIPE)),
-                            note="warm-start base (cached), reference_impls.tasks.base_model"))
-    source = DataSource.rule_based if method in ("grpo", "ppo") else DataSource.benchmark
-    stages.append(Stage(method=method, data=[Data(source=source, name=f"{task} {DATA[method]}")],
-                        hyperparameters=_scalars(dataclasses.asdict(cfg))))
-
-    created = datetime.now(UTC)
-    run_id = f"{method}-{task}-{_slug(model)}-s{seed}-{created:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-    rdir = Path(out) / run_id
-    seed_everything(seed)
-    policy, tok = load_model(start, device)
-    algo = mod.Algo(policy, tok, task_obj, cfg, seed=seed)
-    history: list[dict[str, float]] = []
-    status, message = "finished", None
+def _check_device(device: str) -> None:
     try:
-        train(algo, cfg, device, checkpoint=rdir / "checkpoint.safetensors", progress=progress,
-              on_step=history.append)
-    except NonFiniteError as e:
-        status, message = "stopped", str(e)
-    except Exception as e:  # record the failure, then let it propagate
-        write_run(_record(run_id, created, task, model, stages, method, start, cfg, seed, device,
-                          history, [], "failed", f"{type(e).__name__}: {e}"), rdir / "run.json")
-        raise
+        d = torch.device(device)
+    except RuntimeError as e:
+        raise UsageError(f"--device {device!r}: {e}") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device!r}: this torch ({torch.__version__}) sees no CUDA device; use --device cpu")
+    if d.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device!r}: MPS is not available here")
 
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--out {out}: not writable ({e.strerror or e})") from None
+
+
+def run(pipeline: str | list[str] | None = None, task: str = "addition", model: str = "tiny",
+        steps: int | None = None, seed: int = 0, device: str = "cpu", out: Path = Path("runs"),
+        progress: bool = True, *, task_options: dict | None = None, data: str | None = None,
+        eval_data: str | None = None, reward: str | None = None,
+        stage_options: dict[str, dict] | None = None, warm: bool | None = None,
+        save_every: int | None = None, resume: Path | None = None, stop_after: int | None = None,
+        **overrides) -> Run:
+    """Validate everything, then train each stage in turn and record one Run (see module doc).
+    `stop_after` (tests): stop the last-started stage after that many steps, as if killed."""
+    if resume is not None:
+        rdir = Path(resume)
+        if not (rdir / "spec.json").exists():
+            raise UsageError(f"--resume {rdir}: no spec.json there (not a run directory)")
+        spec = json.loads((rdir / "spec.json").read_text())
+        return _execute(spec, rdir, progress, stop_after)
+    if pipeline is None:
+        raise UsageError("name a method or a pipeline, e.g. 'sft' or 'sft,grpo'")
+    if not (0 <= seed <= MAX_SEED):
+        raise UsageError(f"--seed must be between 0 and {MAX_SEED} (got {seed})")
+    stages = parse_pipeline(pipeline)
+    _configs(stages, steps, overrides, stage_options or {})  # validate before anything else
+    _check_device(device)
+    out = Path(out)
+    _check_out(out)
+    created = datetime.now(UTC)
+    tname = "data" if data else task
+    run_id = f"{'-'.join(stages)}-{_slug(str(data or task))}-{_slug(model)}-s{seed}-{created:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    spec = dict(id=run_id, created=created.isoformat(), stages=stages, task=tname, model=model,
+                steps=steps, seed=seed, device=device, task_options=task_options or {},
+                data=str(Path(data).resolve()) if data else None,
+                eval_data=str(Path(eval_data).resolve()) if eval_data else None, reward=reward,
+                stage_options=stage_options or {}, overrides=overrides, warm=warm,
+                save_every=save_every)
+    return _execute(spec, out / run_id, progress, stop_after, fresh=True)
+
+
+def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
+             fresh: bool = False) -> Run:
+    s = spec
+    stages: list[str] = s["stages"]
+    cfgs = _configs(stages, s["steps"], s["overrides"], s["stage_options"])
+    try:
+        task_obj = make_task(None if s["data"] else s["task"], s["task_options"], data=s["data"],
+                             eval_data=s["eval_data"], reward=s["reward"])
+    except (ValueError, ImportError, OSError) as e:
+        raise UsageError(str(e)) from None
+    mods = [METHODS[m] for m in stages]
+    for m, mod in zip(stages, mods, strict=True):
+        try:
+            task_obj.require(getattr(mod, "NEEDS", set()), m)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    seed, device, model = s["seed"], s["device"], s["model"]
+    for i, (m, cfg) in enumerate(zip(stages, cfgs, strict=True)):
+        user_set = {*s["overrides"], *s["stage_options"].get(m, {}), *s["stage_options"].get(str(i + 1), {})}
+        if hasattr(cfg, "max_new_tokens") and "max_new_tokens" not in user_set:
+            cfg.max_new_tokens = task_obj.max_new_tokens  # the task's completion budget
+        if s["save_every"] is not None:
+            cfg.save_every = s["save_every"]
+    chars = task_obj.alphabet() if model == "tiny" else ""
+    warm = s["warm"] if s["warm"] is not None else (model == "tiny" and getattr(mods[0], "STARTS_FROM_BASE", False))
+    plain = s["task"] == "addition" and not s["task_options"] and not s["reward"] and not s["data"]
+    tkey = "addition" if plain else f"{s['task']}-{task_key(s['task'], s['task_options'], s['data'], s['reward'])}"
+
+    records: list[Stage] = []
+    if warm:
+        records.append(Stage(method="sft", data=[Data(source=DataSource.benchmark, name=f"{s['task']} demonstrations")],
+                             hyperparameters=_scalars(dataclasses.asdict(RECIPE)),
+                             note="warm-start base (cached), reference_impls.tasks.base_model"))
+    for m, cfg in zip(stages, cfgs, strict=True):
+        src = DataSource.rule_based if "verifiable_reward" in getattr(METHODS[m], "NEEDS", ()) else DataSource.benchmark
+        records.append(Stage(method=m, data=[Data(source=src, name=f"{s['task']} {', '.join(sorted(getattr(METHODS[m], 'NEEDS', ())))}")],
+                             hyperparameters=_scalars(dataclasses.asdict(cfg))))
+    config = json.loads(json.dumps({"pipeline": stages, **{k: v for k, v in s.items() if k not in ("id", "created")},
+                                    "stage_configs": [dataclasses.asdict(c) for c in cfgs],
+                                    **(dataclasses.asdict(cfgs[-1]) if len(cfgs) == 1 else {})}, default=str))
+
+    def record(history, results, status, message=None) -> Run:
+        return Run(id=s["id"], created=s["created"], task=s["task"], model=model,
+                   pipeline=Pipeline(stages=records), config=config, seed=seed, device=str(device),
+                   hardware=hardware(device), versions=versions(), git_commit=git_commit(),
+                   history=history, results=results, status=status, message=message)
+
+    rdir.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        (rdir / "spec.json").write_text(json.dumps(s, indent=2, default=str))
+    history: list[dict] = []
     results: list[Result] = []
-    if status == "finished":
-        for split, name in ((Split.in_distribution, f"{task}-{task_obj.digits_id}digit"),
-                            (Split.out_of_distribution, f"{task}-{task_obj.digits_ood}digit")):
-            em = exact_match(policy, tok, task_obj.eval_sets[split.value])
-            results.append(Result(benchmark=name, metric="exact_match", value=100 * em, split=split,
-                                  model=run_id, origin=Origin.measured, note="greedy decoding"))
-        if method in ("grpo", "ppo"):
-            r = mean_reward(policy, tok, task_obj.eval_sets["in_distribution"], 4, cfg.temperature)
-            results.append(Result(benchmark=f"{task}-{task_obj.digits_id}digit", metric="mean_reward",
-                                  value=r, unit="", split=Split.in_distribution, model=run_id,
-                                  origin=Origin.measured, note=f"4 samples/prompt, T={cfg.temperature}"))
-        if hasattr(algo, "evaluate"):
-            for metric, v in algo.evaluate().items():
-                pct = metric.endswith("accuracy")
-                results.append(Result(benchmark=f"{task}-{task_obj.digits_id}digit-pairs", metric=metric,
-                                      value=100 * v if pct else v, unit="%" if pct else "",
-                                      split=Split.in_distribution, model=run_id, origin=Origin.measured))
-    record = _record(run_id, created, task, model, stages, method, start, cfg, seed, device,
-                     history, results, status, message)
-    write_run(record, rdir / "run.json")
-    return record
+    write_run(record(history, results, "running"), rdir / "run.json")
+    start = str(warm_start(task_obj, model, seed, key=tkey)) if warm else model
+    try:
+        for i, (m, cfg) in enumerate(zip(stages, cfgs, strict=True)):
+            sdir = rdir / f"stage-{i + 1}"
+            if (sdir / "stage.json").exists():  # finished before an interruption
+                done = json.loads((sdir / "stage.json").read_text())
+                history += done["history"]
+                results += [Result.model_validate(r) for r in done["results"]]
+                start = str(sdir / "model")
+                continue
+            seed_everything(seed + i)
+            try:
+                policy, tok = load_model(start, device, chars=chars)
+            except OSError as e:
+                raise UsageError(f"--model {model!r}: cannot load it ({str(e).splitlines()[0]})") from None
+            algo = METHODS[m].Algo(policy, tok, task_obj, cfg, seed=seed + i)
+            ckpt = sdir / "checkpoint.safetensors"
+            last = stop_after if i == len(stages) - 1 or stop_after is None else None
+            h = train(algo, cfg, device, checkpoint=ckpt, resume=ckpt if ckpt.exists() else None,
+                      progress=progress, stop_after=last)
+            h = [{"stage": float(i + 1), **x} for x in h]
+            if stop_after is not None and len(h) < cfg.steps:
+                history += h
+                run_ = record(history, results, "interrupted", f"stopped after {stop_after} steps of stage {i + 1}; resume with --resume {rdir}")
+                write_run(run_, rdir / "run.json")
+                return run_
+            history += h
+            res = evaluate(algo, policy, tok, task_obj, cfg, s["id"], i + 1, m)
+            results += res
+            policy.save_pretrained(sdir / "model")
+            tok.save_pretrained(sdir / "model")
+            _atomic_json(sdir / "stage.json", {"history": h, "results": [r.model_dump(mode="json") for r in res]})
+            start = str(sdir / "model")
+            if i + 1 < len(stages):
+                del algo, policy
+    except NonFiniteError as e:
+        run_ = record(history, [], "stopped", str(e))
+        write_run(run_, rdir / "run.json")
+        return run_
+    except KeyboardInterrupt:
+        write_run(record(history, results, "interrupted", f"interrupted (Ctrl-C); resume with --resume {rdir}"),
+                  rdir / "run.json")
+        raise
+    except UsageError:
+        shutil.rmtree(rdir, ignore_errors=True) if fresh and not history else None
+        raise
+    except Exception as e:  # record the failure, then let it propagate
+        write_run(record(history, [], "failed", f"{type(e).__name__}: {e}"), rdir / "run.json")
+        raise
+    run_ = record(history, results, "finished")
+    write_run(run_, rdir / "run.json")
+    return run_
 
 
-def _record(run_id, created, task, model, stages, method, start, cfg, seed, device, history,
-            results, status, message) -> Run:
-    config = json.loads(json.dumps({"method": method, "start": start, **dataclasses.asdict(cfg)}))
-    return Run(id=run_id, created=created.isoformat(), task=task, model=model,
-               pipeline=Pipeline(stages=stages), config=config, seed=seed, device=str(device),
-               hardware=hardware(device), versions=versions(), git_commit=git_commit(),
-               history=history, results=results, status=status, message=message)
+def _atomic_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def evaluate(algo, policy, tok, task, cfg, run_id: str, stage: int, method: str) -> list[Result]:
+    """Greedy accuracy (the task's reward) on the ID and OOD splits; sampled mean reward for
+    methods that eat a reward; plus the method's own `evaluate()` metrics, if it has one."""
+    out: list[Result] = []
+    note = f"stage {stage} ({method})"
+    for split in (Split.in_distribution, Split.out_of_distribution):
+        probs = task.eval_sets.get(split.value) or []
+        if probs:
+            v = accuracy(policy, tok, task, probs)
+            out.append(Result(benchmark=f"{task.name}-{split.value}", metric="accuracy", value=100 * v,
+                              split=split, model=run_id, origin=Origin.measured,
+                              note=f"{note}; greedy decoding, mean task reward"))
+    if "verifiable_reward" in getattr(METHODS[method], "NEEDS", ()) and task.eval_sets.get("in_distribution"):
+        T = getattr(cfg, "temperature", 1.0)
+        r = mean_reward(policy, tok, task, task.eval_sets["in_distribution"], 4, T)
+        out.append(Result(benchmark=f"{task.name}-in_distribution", metric="mean_reward", value=r,
+                          unit="", split=Split.in_distribution, model=run_id, origin=Origin.measured,
+                          note=f"{note}; 4 samples/prompt, T={T}"))
+    if hasattr(algo, "evaluate"):
+        for metric, v in algo.evaluate().items():
+            pct = metric.endswith("accuracy")
+            out.append(Result(benchmark=f"{task.name}-in_distribution", metric=metric,
+                              value=100 * v if pct else v, unit="%" if pct else "",
+                              split=Split.in_distribution, model=run_id, origin=Origin.measured, note=note))
+    return out
 
 
 def list_runs(out: Path = Path("runs")) -> list[Run]:

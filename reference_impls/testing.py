@@ -19,13 +19,14 @@ from reference_impls.tasks.addition import Addition  # noqa: E402
 from reference_impls.tasks.base_model import warm_start  # noqa: E402
 
 
-def make_algo(method: str, seed: int = 0, base: bool = False, **cfg):
-    """A method's Algo on the tiny preset (or the warm-start base), seeded."""
+def make_algo(method: str, seed: int = 0, base: bool = False, task=None, **cfg):
+    """A method's Algo on the tiny preset (or the warm-start base of addition), seeded, on `task`
+    (default: addition; e.g. `Addition(cot=True)`)."""
     mod = METHODS[method]
     seed_everything(seed)
     model, tok = load_model(str(warm_start()) if base else "tiny")
     seed_everything(seed)
-    return mod.Algo(model, tok, Addition(), mod.Config(**cfg), seed=seed)
+    return mod.Algo(model, tok, task or Addition(), mod.Config(**cfg), seed=seed)
 
 
 def params(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -21,8 +21,9 @@ def test_two_step_smoke_run(method, tmp_path):
     assert len(r.history) == 2 and all("loss" in h for h in r.history)
     saved = Run.model_validate_json((tmp_path / r.id / "run.json").read_text())
     assert saved == r
-    assert (tmp_path / r.id / "checkpoint.safetensors").exists()
-    em = {res.split: res for res in r.results if res.metric == "exact_match"}
+    assert (tmp_path / r.id / "stage-1" / "checkpoint.safetensors").exists()
+    assert (tmp_path / r.id / "stage-1" / "model" / "config.json").exists()
+    em = {res.split: res for res in r.results if res.metric == "accuracy"}
     assert set(em) == {Split.in_distribution, Split.out_of_distribution}
     assert all(res.origin == Origin.measured and 0 <= res.value <= 100 for res in r.results)
     assert r.pipeline.method_ids() == (["sft", method] if method != "sft" else ["sft"])
@@ -38,7 +39,7 @@ def test_list_runs_and_unknown_options(tmp_path):
     assert [r.id for r in runner.list_runs(tmp_path)] == [a.id, b.id]
     with pytest.raises(ValueError, match="unknown sft option"):
         runner.run("sft", steps=1, out=tmp_path, progress=False, no_such_option=1)
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ValueError, match="no reference implementation"):
         runner.run("nope", out=tmp_path)
 
 

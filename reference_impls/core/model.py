@@ -2,7 +2,9 @@
 
 The tiny preset is a 2-layer x 64-wide Llama (~138 k parameters) with a character-level tokenizer
 (`tokenizers` BPE with an explicit vocabulary and no merges, so every character is one token; digits
-are single tokens). It is built locally from a `LlamaConfig`, seeded, and saved HF-style with
+are single tokens). Its vocabulary is `CHARS` plus any other character of the task's texts
+(`tiny_path(extra_chars)`): any text a user brings gets its own tiny model; a character never seen
+in the data maps to <unk>. It is built locally from a `LlamaConfig`, seeded, and saved HF-style with
 `save_pretrained`, so any HF tool (TRL included) loads the very same folder.
 """
 
@@ -31,7 +33,7 @@ hf_logging.disable_progress_bar()
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 CHARS = "0123456789+-*/=()., \n" + "abcdefghijklmnopqrstuvwxyz"
 TINY = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=4, max_position_embeddings=128)
+            num_key_value_heads=4, max_position_embeddings=2048)  # RoPE: no parameters depend on it
 
 
 def cache_dir() -> Path:
@@ -44,17 +46,18 @@ def config_key(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def char_tokenizer() -> PreTrainedTokenizerFast:
-    """Character-level tokenizer: BPE with an explicit vocab and no merges => one token per char."""
-    vocab = {tok: i for i, tok in enumerate([PAD, EOS, UNK, *CHARS])}
+def char_tokenizer(extra_chars: str = "") -> PreTrainedTokenizerFast:
+    """Character-level tokenizer: BPE with an explicit vocab and no merges => one token per char.
+    `extra_chars` (sorted, not in CHARS) are appended, so CHARS keep their ids."""
+    vocab = {tok: i for i, tok in enumerate([PAD, EOS, UNK, *CHARS, *extra_chars])}
     tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
     tk.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token=PAD, eos_token=EOS, unk_token=UNK)
 
 
-def build_tiny(path: Path, seed: int = 0) -> Path:
+def build_tiny(path: Path, seed: int = 0, extra_chars: str = "") -> Path:
     """Build the tiny preset (seeded init) and save it HF-style to `path`."""
-    tok = char_tokenizer()
+    tok = char_tokenizer(extra_chars)
     cfg = LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id,
                       eos_token_id=tok.eos_token_id, bos_token_id=None, tie_word_embeddings=False,
                       **TINY)
@@ -70,22 +73,47 @@ def build_tiny(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def tiny_path(seed: int = 0) -> Path:
-    """Folder of the tiny preset for `seed`, built on first use."""
-    path = cache_dir() / "models" / f"tiny-{config_key({**TINY, 'chars': CHARS, 'seed': seed})}"
+def extra_chars(chars: set[str] | str) -> str:
+    """The characters of `chars` the default vocabulary lacks, sorted (special tokens never)."""
+    return "".join(sorted(set(chars) - set(CHARS)))
+
+
+def tiny_path(seed: int = 0, chars: set[str] | str = "") -> Path:
+    """Folder of the tiny preset for `seed` whose vocabulary covers `chars`, built on first use."""
+    extra = extra_chars(chars)
+    key = {**TINY, "chars": CHARS + extra, "seed": seed}
+    path = cache_dir() / "models" / f"tiny-{config_key(key)}"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        build_tiny(path, seed)
+        build_tiny(path, seed, extra)
     return path
 
 
 def load_model(name: str = "tiny", device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    """Load (model, tokenizer) from "tiny", a hub id or a local folder. Weights in `dtype` (fp32
-    master weights by default; bf16 compute comes from autocast in the training loop)."""
-    path = str(tiny_path()) if name == "tiny" else name
+               dtype: torch.dtype = torch.float32, chars: set[str] | str = "",
+               ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """Load (model, tokenizer) from "tiny" (vocabulary covering `chars`), a hub id or a local
+    folder. Weights in `dtype` (fp32 master weights by default; bf16 compute comes from autocast
+    in the training loop). Dropout is off (`model.eval()` semantics are set by the loop)."""
+    path = str(tiny_path(chars=chars)) if name == "tiny" else name
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:  # many causal LMs ship without a pad token
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    disable_dropout(model)
     return model, tok
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Zero every dropout (TRL's `disable_dropout=True`): the losses compare log-probs of policy,
+    old policy and reference, which dropout would make random; sampling runs without it anyway."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        for attr in ("attention_dropout", "dropout", "hidden_dropout", "attn_dropout"):
+            if isinstance(getattr(m, attr, None), float):
+                setattr(m, attr, 0.0)
+    cfg = getattr(model, "config", None)
+    for k, v in (vars(cfg).items() if cfg is not None else []):
+        if "dropout" in k and isinstance(v, float):
+            setattr(cfg, k, 0.0)

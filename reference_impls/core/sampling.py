@@ -11,11 +11,17 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from transformers import GenerationConfig
 
 
-def encode(tok, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text, no special tokens added (one batched tokenizer call)."""
-    return tok(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+def encode(tok, texts: list[str], prompt: bool = False) -> list[list[int]]:
+    """Token ids of each text (one batched tokenizer call). No special tokens, except BOS in front
+    of prompts for tokenizers that expect it (`add_bos_token`, e.g. Llama/Gemma checkpoints)."""
+    ids = tok(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+    bos = tok.bos_token_id
+    if prompt and bos is not None and getattr(tok, "add_bos_token", False):
+        ids = [s if s[:1] == [bos] else [bos, *s] for s in ids]
+    return ids
 
 
 def left_pad(seqs: list[list[int]], pad_id: int, device: str | torch.device = "cpu") -> tuple[Tensor, Tensor]:
@@ -40,7 +46,7 @@ def prompt_completion_batch(tok, prompts: list[str], completions: list[str], dev
     Returns input_ids [B, T], attention_mask [B, T] and completion mask `mask` [B, T-1] aligned with
     `token_logprobs` output (1 where the scored token is a completion token)."""
     eos = [tok.eos_token_id] if add_eos else []
-    return pad_prompt_completion(encode(tok, prompts), [c + eos for c in encode(tok, completions)],
+    return pad_prompt_completion(encode(tok, prompts, prompt=True), [c + eos for c in encode(tok, completions)],
                                  tok.pad_token_id, device)
 
 
@@ -73,15 +79,21 @@ def sample(model, tok, prompts: list[str], max_new_tokens: int, temperature: flo
     decode step (CUDA graphs), which the environment notes measured ~4.8x faster for generation
     after a one-off compile (untested here on GPU); results equal the dynamic cache."""
     device = next(model.parameters()).device
-    p_ids, p_mask = left_pad(encode(tok, prompts), tok.pad_token_id, device)  # [B, P]
+    p_ids, p_mask = left_pad(encode(tok, prompts, prompt=True), tok.pad_token_id, device)  # [B, P]
     kw = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature,
                                                      top_p=top_p, top_k=0)
-    was_training = model.training
+    was_training, saved_cfg = model.training, model.generation_config
     model.eval()
-    out = model.generate(input_ids=p_ids, attention_mask=p_mask, max_new_tokens=max_new_tokens,
-                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                         cache_implementation=cache_implementation, **kw)
-    model.train(was_training)
+    # A checkpoint's saved generation_config (repetition_penalty, top_k, min_length, ...) would
+    # reshape the distribution: sample from plain softmax(logits / T), the one that is scored.
+    model.generation_config = GenerationConfig()
+    try:
+        out = model.generate(input_ids=p_ids, attention_mask=p_mask, max_new_tokens=max_new_tokens,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                             cache_implementation=cache_implementation, **kw)
+    finally:
+        model.generation_config = saved_cfg
+        model.train(was_training)
     P = p_ids.shape[1]
     comp = out[:, P:]  # [B, C]
     is_eos = comp == tok.eos_token_id
@@ -92,7 +104,7 @@ def sample(model, tok, prompts: list[str], max_new_tokens: int, temperature: flo
     texts = []
     for row, m in zip(comp.tolist(), c_mask.tolist(), strict=True):
         ids = [t for t, k in zip(row, m, strict=True) if k and t != tok.eos_token_id]
-        texts.append(tok.decode(ids))
+        texts.append(tok.decode(ids, skip_special_tokens=True))
     input_ids = torch.cat([p_ids, comp], 1)  # [B, P+C]
     attention_mask = torch.cat([p_mask, c_mask], 1)  # [B, P+C]
     mask = torch.cat([torch.zeros_like(p_mask), c_mask], 1)[:, 1:].float()  # [B, P+C-1]

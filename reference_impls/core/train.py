@@ -9,6 +9,9 @@ A method supplies an `Algo`:
                                                         loss: normalised by `totals` (counts of the
                                                         whole batch), so sum over micro-batches ==
                                                         full-batch loss; stats are additive alike
+    extra_state() -> dict, load_extra_state(dict)       optional: JSON-able state an Algo keeps
+                                                        across steps (a running baseline, a
+                                                        bandit, a buffer), saved in checkpoints
 Data must be a function of (seed, step) and sampling must use the global torch RNG: the checkpoint
 stores the RNG states, so an interrupted-and-resumed run equals an uninterrupted one.
 """
@@ -20,6 +23,7 @@ import json
 import math
 import os
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,16 +38,16 @@ Batch = dict[str, Tensor]
 
 @dataclass
 class TrainConfig:
-    steps: int = 100
+    steps: int = 100  # optimizer steps (collected batches) of this stage
     batch_size: int = 32  # rows per optimizer step (sequences, pairs or completions)
     micro_batch_size: int | None = None  # rows per forward/backward; None = the whole batch
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = 0
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW (beta1, beta2)
+    schedule: Literal["constant", "cosine"] = "constant"  # LR after warmup
+    warmup_steps: int = 0  # linear LR warmup steps
     min_lr_ratio: float = 0.1  # cosine floor, as a fraction of lr
-    max_grad_norm: float | None = 1.0
+    max_grad_norm: float | None = 1.0  # clip the global gradient norm (None: no clipping)
     updates_per_batch: int = 1  # optimizer steps on each collected batch (PPO epochs / mu)
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
     save_every: int = 0  # checkpoint every n steps (0: only at the end)
@@ -119,7 +123,7 @@ def split(batch: Batch, size: int | None) -> list[Batch]:
 
 
 def save_checkpoint(path: Path, module: nn.Module, opt: torch.optim.Optimizer, step: int,
-                    history: list[dict[str, float]]) -> None:
+                    history: list[dict[str, float]], extra: dict | None = None) -> None:
     """One safetensors file: model weights, optimizer state, RNG states; step/history in metadata."""
     tensors: dict[str, Tensor] = {}
     for k, v in module.state_dict().items():
@@ -133,15 +137,16 @@ def save_checkpoint(path: Path, module: nn.Module, opt: torch.optim.Optimizer, s
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.stack(torch.cuda.get_rng_state_all())
     meta = {"step": str(step), "param_groups": json.dumps(osd["param_groups"]),
-            "python_rng": json.dumps(random.getstate()), "history": json.dumps(history)}
+            "python_rng": json.dumps(random.getstate()), "history": json.dumps(history),
+            "extra": json.dumps(extra or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, module: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list]:
-    """Restore weights, optimizer and RNG states; returns (last finished step, history)."""
+def load_checkpoint(path: Path, module: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list, dict]:
+    """Restore weights, optimizer and RNG states; returns (last finished step, history, extra)."""
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
@@ -159,7 +164,7 @@ def load_checkpoint(path: Path, module: nn.Module, opt: torch.optim.Optimizer) -
         torch.cuda.set_rng_state_all(list(tensors["rng.cuda"]))
     py = json.loads(meta["python_rng"])
     random.setstate((py[0], tuple(py[1]), py[2]))
-    return int(meta["step"]), json.loads(meta["history"])
+    return int(meta["step"]), json.loads(meta["history"]), json.loads(meta.get("extra", "{}"))
 
 
 # ------------------------------------------------------------------------------------ the loop
@@ -175,7 +180,9 @@ def train(algo: Algo, cfg: TrainConfig, device: torch.device | str = "cpu", *,
     opt = make_optimizer(module, cfg)
     start, history = 0, []
     if resume is not None:
-        last, history = load_checkpoint(resume, module, opt)
+        last, history, extra = load_checkpoint(resume, module, opt)
+        if hasattr(algo, "load_extra_state"):
+            algo.load_extra_state(extra)
         start = last + 1
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     bar = None
@@ -185,6 +192,7 @@ def train(algo: Algo, cfg: TrainConfig, device: torch.device | str = "cpu", *,
         bar = tqdm(total=cfg.steps, initial=start, dynamic_ncols=True, leave=False, disable=None)  # off when not a TTY
     module.train()
     for step in range(start, end):
+        t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
         with autocast(device, cfg.bf16):
@@ -208,8 +216,9 @@ def train(algo: Algo, cfg: TrainConfig, device: torch.device | str = "cpu", *,
             if not torch.isfinite(norm):
                 raise NonFiniteError(step, "grad_norm", norm.item())
             opt.step()
+        tokens = batch["attention_mask"].sum() if "attention_mask" in batch else totals.get("tokens", 0)
         log = {"step": float(step), "lr": opt.param_groups[0]["lr"], **log, **sums,
-               "grad_norm": norm.item()}
+               "grad_norm": norm.item(), "tokens": float(tokens), "wall_s": time.perf_counter() - t0}
         for k, v in log.items():
             if not math.isfinite(v):
                 raise NonFiniteError(step, k, v)
@@ -221,7 +230,8 @@ def train(algo: Algo, cfg: TrainConfig, device: torch.device | str = "cpu", *,
             bar.set_postfix({k: f"{log[k]:.3f}" for k in ("loss", "reward") if k in log})
         if checkpoint is not None and (
             step == end - 1 or (cfg.save_every and (step + 1) % cfg.save_every == 0)):
-            save_checkpoint(checkpoint, module, opt, step, history)
+            extra = algo.extra_state() if hasattr(algo, "extra_state") else None
+            save_checkpoint(checkpoint, module, opt, step, history, extra)
     if bar is not None:
         bar.close()
     return history

@@ -29,6 +29,7 @@ from reference_impls.core.logprobs import sequence_logprobs
 from reference_impls.core.sampling import encode, pad_prompt_completion
 from reference_impls.core.train import Batch, TrainConfig, step_rng
 
+NEEDS = {"preference_pairs"}  # signals asked of the task (tasks/base.py)
 STARTS_FROM_BASE = True
 
 
@@ -83,7 +84,7 @@ class Algo:
         """chosen_* and rejected_* tensors of one common width, plus the reference's summed
         log-probs ref_chosen, ref_rejected [B]. Each prompt is tokenised once, for both halves."""
         B, eos = len(pairs), [self.tok.eos_token_id]
-        prompts = encode(self.tok, [p for p, _, _ in pairs])  # [B] token lists
+        prompts = encode(self.tok, [p for p, _, _ in pairs], prompt=True)  # [B] token lists
         completions = encode(self.tok, [c for _, c, _ in pairs] + [r for _, _, r in pairs])  # [2B]
         both = pad_prompt_completion(prompts + prompts, [c + eos for c in completions],
                                      self.tok.pad_token_id, self.device)  # [2B, T] = [chosen; rejected]
@@ -117,10 +118,8 @@ class Algo:
         import random
 
         rng = random.Random(999)
-        from reference_impls.tasks.addition import wrong_answer
-
         probs = self.task.eval_sets["in_distribution"][:n]
-        batch = self.pairs_batch([(p.prompt, p.answer, wrong_answer(p, rng)) for p in probs])
+        batch = self.pairs_batch([(p.prompt, p.solution, self.task.wrong_completion(p, rng)) for p in probs])
         self.module.eval()
         pc, pr = summed_logprobs(self.module, batch)
         self.module.train()

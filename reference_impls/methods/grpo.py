@@ -27,6 +27,7 @@ from reference_impls.core.losses import AggregationMode, aggregate, group_advant
 from reference_impls.core.sampling import sample
 from reference_impls.core.train import Batch, TrainConfig, step_rng
 
+NEEDS = {"verifiable_reward"}  # signals asked of the task (tasks/base.py)
 STARTS_FROM_BASE = True
 
 

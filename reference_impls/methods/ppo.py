@@ -29,6 +29,7 @@ from reference_impls.core.losses import aggregate, kl_estimate
 from reference_impls.core.sampling import sample
 from reference_impls.core.train import Batch, TrainConfig, step_rng
 
+NEEDS = {"verifiable_reward"}  # signals asked of the task (tasks/base.py)
 STARTS_FROM_BASE = True
 
 

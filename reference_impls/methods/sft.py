@@ -20,6 +20,7 @@ from reference_impls.core.losses import aggregate
 from reference_impls.core.sampling import prompt_completion_batch
 from reference_impls.core.train import Batch, TrainConfig, step_rng
 
+NEEDS = {"demonstrations"}  # signals asked of the task (tasks/base.py)
 STARTS_FROM_BASE = False  # SFT trains the raw model; it is also the warm-start recipe itself
 
 

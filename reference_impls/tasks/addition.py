@@ -1,5 +1,9 @@
 """Multi-digit addition: prompt "12+34=", completion "46" (+ EOS, added by the batching code).
 
+With `cot=True` (`--task-option cot=true`) the solution is worked carry by carry, one line per
+column from the right, then the sum:  "47+85=" -> "7+5=12\n4+8+1=13\n132"  (steps = the lines).
+Without it, the steps of "132" are its digits. The reward reads the last line.
+
 Splits: in-distribution = both operands with `digits_id` digits (2 by default); out-of-distribution
 = `digits_ood` digits (3). Training draws ID problems, never one of the held-out evaluation set.
 One task yields every supervision signal of the taxonomy:
@@ -15,11 +19,17 @@ import random
 from dataclasses import dataclass
 from functools import cached_property
 
+from reference_impls.tasks.base import Task
+
 
 @dataclass(frozen=True)
 class Problem:
     a: int
     b: int
+    cot: bool = False
+    rejected = None  # no stored wrong completion: Addition.wrong_completion makes one
+    label = None
+    meta = None
 
     @property
     def prompt(self) -> str:
@@ -29,10 +39,29 @@ class Problem:
     def answer(self) -> str:
         return str(self.a + self.b)
 
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """Carry-by-carry lines (cot), else the digits of the sum; "".join(steps) == solution."""
+        if not self.cot:
+            return tuple(self.answer)
+        lines, carry, a, b = [], 0, self.a, self.b
+        while a or b:
+            da, db = a % 10, b % 10
+            terms = f"{da}+{db}" + (f"+{carry}" if carry else "")
+            carry, s = divmod(da + db + carry, 10)
+            lines.append(f"{terms}={10 * carry + s}\n")
+            a, b = a // 10, b // 10
+        return (*lines, self.answer)
+
+    @property
+    def solution(self) -> str:
+        return "".join(self.steps)
+
 
 def reward(problem: Problem, completion: str) -> float:
-    """Exact match: 1.0 if the completion (EOS stripped) is the sum, else 0.0."""
-    return float(completion.strip() == problem.answer)
+    """Exact match: 1.0 if the completion (EOS stripped; its last line with cot) is the sum."""
+    text = completion.strip()
+    return float((text.split("\n")[-1].strip() if problem.cot else text) == problem.answer)
 
 
 def wrong_answer(problem: Problem, rng: random.Random) -> str:
@@ -44,16 +73,31 @@ def wrong_answer(problem: Problem, rng: random.Random) -> str:
 
 
 @dataclass
-class Addition:
+class Addition(Task):
+    """Options (`--task-option k=v`): digits_id, digits_ood (the OOD knob: more digits), cot,
+    eval_size, eval_seed."""
+
     name: str = "addition"
     digits_id: int = 2
     digits_ood: int = 3
     eval_size: int = 200
     eval_seed: int = 12345
+    cot: bool = False
 
     def _draw(self, rng: random.Random, digits: int) -> Problem:
         lo, hi = 10 ** (digits - 1), 10**digits - 1
-        return Problem(rng.randint(lo, hi), rng.randint(lo, hi))
+        return Problem(rng.randint(lo, hi), rng.randint(lo, hi), self.cot)
+
+    @property
+    def max_new_tokens(self) -> int:
+        return len(Problem(10**self.digits_ood - 1, 10**self.digits_ood - 1, self.cot).solution) + 2
+
+    def wrong_completion(self, problem: Problem, rng: random.Random) -> str:
+        """The solution with a plausible wrong sum in place of the right one."""
+        return "".join(problem.steps[:-1]) + wrong_answer(problem, rng) if self.cot else wrong_answer(problem, rng)
+
+    def alphabet(self) -> set[str]:
+        return set("0123456789+=\n")
 
     @cached_property
     def eval_sets(self) -> dict[str, list[Problem]]:
@@ -71,10 +115,6 @@ class Addition:
         """The ID evaluation problems, which training never draws (built once, not per batch)."""
         return frozenset(self.eval_sets["in_distribution"])
 
-    @property
-    def max_answer_len(self) -> int:
-        return self.digits_ood + 1
-
     def problems(self, n: int, rng: random.Random) -> list[Problem]:
         """n training problems (ID), excluding the held-out ID evaluation set."""
         out: list[Problem] = []
@@ -83,25 +123,6 @@ class Addition:
             if p not in self.held_out:
                 out.append(p)
         return out
-
-    def demonstrations(self, n: int, rng: random.Random) -> list[tuple[str, str]]:
-        return [(p.prompt, p.answer) for p in self.problems(n, rng)]
-
-    def preference_pairs(self, n: int, rng: random.Random) -> list[tuple[str, str, str]]:
-        """(prompt, chosen = correct, rejected = wrong)."""
-        return [(p.prompt, p.answer, wrong_answer(p, rng)) for p in self.problems(n, rng)]
-
-    def unpaired(self, n: int, rng: random.Random) -> list[tuple[str, str, bool]]:
-        """KTO-style singletons: half correct (desirable), half wrong (undesirable)."""
-        out = []
-        for p in self.problems(n, rng):
-            good = rng.random() < 0.5
-            out.append((p.prompt, p.answer if good else wrong_answer(p, rng), good))
-        return out
-
-    def prompts(self, n: int, rng: random.Random) -> list[Problem]:
-        """Problems for RL; score completions with `reward(problem, completion)`."""
-        return self.problems(n, rng)
 
     reward = staticmethod(reward)
 
