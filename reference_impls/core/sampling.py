@@ -63,23 +63,71 @@ def pad_prompt_completion(prompts: list[list[int]], completions: list[list[int]]
 
 @dataclass
 class Rollout:
+    """Completions of a batch of prompts, laid out `[left-padded prompt region | right-padded
+    completion region]`. `mask` marks every completion token (sampled or not); `forced` marks the
+    completion tokens the policy did NOT sample (an expert prefix or a whole expert solution:
+    off-policy tokens for the hybrids), all zeros for plain sampling. `completions` is the text of
+    the whole completion (forced prefix included)."""
+
     input_ids: Tensor  # [B, P+C] prompt (left-padded) + completion (right-padded after EOS)
     attention_mask: Tensor  # [B, P+C]
-    mask: Tensor  # [B, P+C-1] float: 1 where the scored token is a sampled completion token
+    mask: Tensor  # [B, P+C-1] float: 1 where the scored token is a completion token
     completions: list[str]  # decoded completions, EOS and padding removed
-    prompt_len: int  # P
+    prompt_len: int  # P: width of the prompt region (forced prefixes sit at its right end)
+    forced: Tensor | None = None  # [B, P+C-1] float: 1 where the completion token was not sampled
+
+    def __post_init__(self):
+        if self.forced is None:
+            self.forced = torch.zeros_like(self.mask)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def expert_rollout(tok, prompts: list[str], completions: list[str], device="cpu") -> Rollout:
+    """A Rollout of given completions (teacher forcing, + EOS): every completion token is forced."""
+    b = prompt_completion_batch(tok, prompts, completions, device)
+    P = int(b["attention_mask"].shape[1] - max(len(c) + 1 for c in encode(tok, completions)))
+    return Rollout(b["input_ids"], b["attention_mask"], b["mask"], list(completions), P, b["mask"].clone())
+
+
+def cat_rollouts(rollouts: list[Rollout], pad_id: int) -> Rollout:
+    """Stack rollouts with different prompt/completion widths into one, re-padding both regions
+    (prompt region on the left, completion region on the right).   rows: sum of the inputs' rows"""
+    P = max(r.prompt_len for r in rollouts)
+    C = max(r.input_ids.shape[1] - r.prompt_len for r in rollouts)
+    parts: dict[str, list[Tensor]] = {"ids": [], "am": [], "mask": [], "forced": []}
+    for r in rollouts:
+        lp, rp = P - r.prompt_len, C - (r.input_ids.shape[1] - r.prompt_len)
+        zero = torch.zeros_like(r.mask[:, :1])
+
+        def pad(x: Tensor, value) -> Tensor:
+            return torch.nn.functional.pad(x, (lp, rp), value=value)
+
+        parts["ids"].append(pad(r.input_ids, pad_id))
+        parts["am"].append(pad(r.attention_mask, 0))
+        # masks are shifted by one (position t scores token t+1): unshift, pad, shift back
+        parts["mask"].append(pad(torch.cat([zero, r.mask], 1), 0)[:, 1:])
+        parts["forced"].append(pad(torch.cat([zero, r.forced], 1), 0)[:, 1:])
+    return Rollout(torch.cat(parts["ids"]), torch.cat(parts["am"]), torch.cat(parts["mask"]),
+                   [c for r in rollouts for c in r.completions], P, torch.cat(parts["forced"]))
 
 
 @torch.no_grad()
 def sample(model, tok, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
            top_p: float = 1.0, greedy: bool = False, cache_implementation: str | None = None,
-           ) -> Rollout:
+           prefixes: list[str] | None = None) -> Rollout:
     """Sample one completion per prompt with the KV cache; stops at EOS (top_k disabled).
+    `prefixes`: a forced start of each completion (an expert prefix / hint; "" for none): the
+    policy continues after it, the prefix counts as completion tokens and is marked `forced`.
     `cache_implementation="static"`: a fixed-shape cache; on CUDA transformers then compiles the
     decode step (CUDA graphs), which the environment notes measured ~4.8x faster for generation
     after a one-off compile (untested here on GPU); results equal the dynamic cache."""
     device = next(model.parameters()).device
-    p_ids, p_mask = left_pad(encode(tok, prompts, prompt=True), tok.pad_token_id, device)  # [B, P]
+    p_tok = encode(tok, prompts, prompt=True)
+    f_tok = encode(tok, prefixes) if prefixes is not None else [[] for _ in prompts]
+    f_len = torch.tensor([len(f) for f in f_tok], device=device)  # [B] forced-prefix lengths
+    p_ids, p_mask = left_pad([p + f for p, f in zip(p_tok, f_tok, strict=True)], tok.pad_token_id, device)  # [B, P]
     kw = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature,
                                                      top_p=top_p, top_k=0)
     was_training, saved_cfg = model.training, model.generation_config
@@ -102,10 +150,12 @@ def sample(model, tok, prompts: list[str], max_new_tokens: int, temperature: flo
     c_mask = (before == 0).long()  # [B, C]
     comp = torch.where(c_mask.bool(), comp, torch.full_like(comp, tok.pad_token_id))
     texts = []
-    for row, m in zip(comp.tolist(), c_mask.tolist(), strict=True):
+    for row, m, f in zip(comp.tolist(), c_mask.tolist(), f_tok, strict=True):
         ids = [t for t, k in zip(row, m, strict=True) if k and t != tok.eos_token_id]
-        texts.append(tok.decode(ids, skip_special_tokens=True))
+        texts.append(tok.decode(f + ids, skip_special_tokens=True))
     input_ids = torch.cat([p_ids, comp], 1)  # [B, P+C]
     attention_mask = torch.cat([p_mask, c_mask], 1)  # [B, P+C]
-    mask = torch.cat([torch.zeros_like(p_mask), c_mask], 1)[:, 1:].float()  # [B, P+C-1]
-    return Rollout(input_ids, attention_mask, mask, texts, P)
+    in_prefix = (torch.arange(P, device=device) >= P - f_len[:, None]).long()  # [B, P] forced prefix
+    forced = torch.cat([in_prefix, torch.zeros_like(c_mask)], 1)[:, 1:].float()  # [B, P+C-1]
+    mask = torch.cat([in_prefix, c_mask], 1)[:, 1:].float()  # [B, P+C-1]
+    return Rollout(input_ids, attention_mask, mask, texts, P, forced)
