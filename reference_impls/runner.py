@@ -251,6 +251,8 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
                 policy, tok = load_model(start, device, chars=chars)
             except OSError as e:
                 raise UsageError(f"--model {model!r}: cannot load it ({str(e).splitlines()[0]})") from None
+            if hasattr(task_obj, "bind"):
+                task_obj.bind(tok)  # chat templates of conversational data
             algo = METHODS[m].Algo(policy, tok, task_obj, cfg, seed=seed + i)
             ckpt = sdir / "checkpoint.safetensors"
             last = stop_after if i == len(stages) - 1 or stop_after is None else None

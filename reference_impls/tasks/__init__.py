@@ -44,7 +44,10 @@ def make_task(name: str | None = "addition", options: dict[str, Any] | None = No
     elif name and name.startswith("rg:"):
         from reference_impls.tasks.reasoning_gym import ReasoningGymTask
 
-        task = ReasoningGymTask.create(name[3:], options)
+        try:
+            task = ReasoningGymTask.create(name[3:], options)
+        except KeyError as e:
+            raise UnknownTask(e.args[0]) from None
     else:
         raise UnknownTask(f"unknown task {name!r}; known tasks: {'; '.join(KNOWN)}")
     if reward is not None:
