@@ -159,6 +159,9 @@ def methods_show(
     out.print(f"  {'idea':19} {m.idea}", markup=False)
     out.print(f"  {'objective':19} {m.objective}", markup=False)
     out.print(f"  {'sources':19} {' '.join(m.sources)}", markup=False)
+    if m.impl:
+        for line in _method_options(m.id):
+            out.print(line, markup=False, highlight=False)
     rel = neighbours(build_graph(reg), m.id)
     if rel:
         out.print("relations:")
@@ -358,40 +361,140 @@ def trends_cmd(
     out.print(f"wrote {len(paths)} files to {out_dir}/ (report: {out_dir / 'trends.md'})", markup=False)
 
 
+def _method_options(method: str) -> list[str]:
+    """Lines listing a method's options (its Config fields), or its stages for a pipeline method."""
+    import importlib
+
+    from reference_impls.core.options import options
+    from taxonomy.registry import load_registry
+
+    m = load_registry()[method]
+    mod = importlib.import_module(m.impl)
+    if hasattr(mod, "PIPELINE"):
+        return [f"{method} is a pipeline: {' -> '.join(mod.PIPELINE)} (set a stage's option with --set STAGE.KEY=V)"]
+    lines = [f"options of {method} (--set KEY=VALUE, or --set {method}.KEY=VALUE in a pipeline):"]
+    for o in options(mod.Config):
+        lines.append(f"  {o.name:18} {o.type:22} default {o.default!r:12} {o.help}")
+    lines.append(f"signals it needs from the task: {', '.join(sorted(getattr(mod, 'NEEDS', ())))}")
+    return lines
+
+
+def _kv(items: list[str] | None, what: str) -> dict:
+    from reference_impls.core.options import parse_value
+
+    outd: dict = {}
+    for item in items or []:
+        k, eq, v = item.partition("=")
+        if not eq or not k.strip():
+            _usage(f"{what} {item!r}: expected KEY=VALUE")
+        outd[k.strip()] = parse_value(v.strip())
+    return outd
+
+
 @app.command("run", context_settings={"allow_extra_args": False})
 def run_cmd(
-    method: Annotated[str, typer.Argument(help="A method with a reference implementation (sftrl methods list --implemented)")],
-    task: Annotated[str, typer.Option(help="Task: addition (2-digit in-distribution, 3-digit out-of-distribution)")] = "addition",
+    methods: Annotated[str | None, typer.Argument(
+        help="A method or a pipeline: 'sft', 'sft,grpo' or 'sft -> grpo' (sftrl methods list --implemented)")] = None,
+    task: Annotated[str, typer.Option(help="addition | rg:<generator> (reasoning-gym, e.g. rg:countdown)")] = "addition",
+    task_option: Annotated[list[str] | None, typer.Option("--task-option", help="Task option KEY=VALUE (repeatable), e.g. cot=true, min_numbers=3, ood_min_numbers=5")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Your dataset (JSONL/JSON/CSV/Parquet/saved HF dataset) in TRL's columns; replaces --task")] = None,
+    eval_data: Annotated[Path | None, typer.Option("--eval-data", help="Evaluation split for --data (default: a held-out 10%)")] = None,
+    reward: Annotated[str | None, typer.Option(help="exact | math | module:function | model:PATH (default: the task's own scorer; exact for --data)")] = None,
     model: Annotated[str, typer.Option(help="'tiny' (built locally), an HF model id, or a local path")] = "tiny",
-    steps: Annotated[int | None, typer.Option(help="Optimisation steps (default: the method's)")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
-    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
-    out_dir: Annotated[Path, typer.Option("--out", help="Where runs are recorded")] = Path("runs"),
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads (tiny models run best on 1)")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimisation steps of every stage (default: each method's)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Method option KEY=VALUE, or STAGE.KEY=VALUE for one stage (repeatable): --set lr=1e-4 --set grpo.beta=0")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="A pipeline YAML file (see README); command-line flags override it")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (0 .. 2^32-1)")] = 0,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | mps")] = "cpu",
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder where runs are recorded (one sub-folder per run)")] = Path("runs"),
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted run from its folder")] = None,
+    save_every: Annotated[int | None, typer.Option("--save-every", help="Checkpoint every N steps (for --resume; default: end of each stage)")] = None,
+    warm: Annotated[bool | None, typer.Option("--warm/--no-warm", help="Put the cached warm-start SFT stage first (default: on the tiny preset, for methods that start from a base)")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default 1 for the tiny preset, measured fastest; else torch's)")] = None,
 ) -> None:
-    """Train a model with a reference implementation and record the run (run.json + checkpoint).
+    """Train a method or a pipeline of methods on a task or your data; record one Run.
 
-    Example: sftrl run grpo --steps 50 --seed 1
+    Examples:
+
+      sftrl run sft --steps 300
+
+      sftrl run sft,grpo --set grpo.lr=1e-4 --task rg:countdown
+
+      sftrl run dpo --data pairs.jsonl --model Qwen/Qwen2.5-0.5B --device cuda
+
+      sftrl run grpo --data prompts.jsonl --reward math
+
+      sftrl run --resume runs/<run-id>
+
+    `sftrl run METHOD --help` also lists that method's options with their defaults.
     """
-    if device not in ("cpu", "cuda"):
-        _usage(f"unknown device {device!r}; expected cpu or cuda")
-    if threads is not None:
-        import torch
+    import yaml
 
-        torch.set_num_threads(threads)
+    cfg_file: dict = {}
+    if config is not None:
+        try:
+            cfg_file = yaml.safe_load(config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            _usage(f"--config {config}: {e}")
+        if not isinstance(cfg_file, dict):
+            _usage(f"--config {config}: expected a mapping (pipeline:, task:, set:, ...)")
+        known = {"pipeline", "stages", "task", "task_options", "data", "eval_data", "reward", "model", "steps",
+                 "seed", "device", "set"}
+        if bad := sorted(set(cfg_file) - known):
+            _usage(f"--config {config}: unknown key(s) {bad}; known: {', '.join(sorted(known))}")
+    stage_options: dict[str, dict] = {}
+    pipeline = methods or cfg_file.get("pipeline")
+    if "stages" in cfg_file:  # [{method: sft, steps: 200}, {method: grpo, lr: 1e-4}]
+        st = cfg_file["stages"]
+        if not isinstance(st, list) or not all(isinstance(x, dict) and "method" in x for x in st):
+            _usage(f"--config {config}: stages: expected a list of mappings, each with a 'method'")
+        pipeline = methods or [x["method"] for x in st]
+        stage_options = {str(i + 1): {k: v for k, v in x.items() if k != "method"} for i, x in enumerate(st)}
+    overrides: dict = {}
+    for k, v in {**(cfg_file.get("set") or {}), **_kv(set_, "--set")}.items():
+        if "." in k:
+            stage, _, key = k.partition(".")
+            stage_options.setdefault(stage, {})[key] = v
+        else:
+            overrides[k] = v
+    task_options = {**(cfg_file.get("task_options") or {}), **_kv(task_option, "--task-option")}
+    if pipeline is None and resume is None:
+        _usage("name a method or a pipeline (e.g. sftrl run sft, sftrl run sft,grpo), or --resume RUN_DIR")
+    if threads is not None and threads < 1:
+        _usage(f"--threads must be at least 1 (got {threads})")
+    if steps is not None and steps < 1:
+        _usage(f"--steps must be at least 1 (got {steps})")
+    import torch
+
+    model = cfg_file.get("model", model) if model == "tiny" else model
+    torch.set_num_threads(threads or (1 if model == "tiny" else torch.get_num_threads()))
     from reference_impls import runner
+    from reference_impls.tasks.dataset import DataError as UserDataError
+    from reference_impls.tasks.rewards import RewardError
 
-    if method not in runner.METHODS:
-        from taxonomy.loading import suggest
-
-        _usage(f"no reference implementation for {method!r}{suggest(method, runner.METHODS)}; "
-               f"implemented: {', '.join(sorted(runner.METHODS))}")
-    r = runner.run(method, task=task, model=model, steps=steps, seed=seed, device=device, out=out_dir)
+    try:
+        r = runner.run(pipeline, task=cfg_file.get("task", task) if task == "addition" else task,
+                       model=model, steps=steps if steps is not None else cfg_file.get("steps"),
+                       seed=seed if seed else cfg_file.get("seed", 0),
+                       device=device if device != "cpu" else cfg_file.get("device", "cpu"), out=out_dir,
+                       task_options=task_options, data=str(data) if data else cfg_file.get("data"),
+                       eval_data=str(eval_data) if eval_data else cfg_file.get("eval_data"),
+                       reward=reward or cfg_file.get("reward"), stage_options=stage_options, warm=warm,
+                       save_every=save_every, resume=resume, **overrides)
+    except (runner.UsageError, UserDataError) as e:
+        _usage(str(e))
+    except RewardError as e:
+        err.print(f"error: {e}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: the run is recorded as interrupted; continue it with --resume", markup=False)
+        raise typer.Exit(130) from None
     out.print(f"run {r.id}: {r.status}" + (f" ({r.message})" if r.message else ""), markup=False)
     for x in r.results:
         split = f" [{x.split}]" if x.split else ""
-        out.print(f"  {x.benchmark}{split} {x.metric}: {x.value:.2f}{x.unit}", markup=False)
-    out.print(f"recorded in {out_dir / r.id / 'run.json'}", markup=False)
+        out.print(f"  {x.note.split(';')[0] if x.note else ''}: {x.benchmark}{split} {x.metric}: "
+                  f"{x.value:.2f}{x.unit}", markup=False)
+    out.print(f"recorded in {out_dir / r.id / 'run.json'} (see: sftrl runs show {r.id})", markup=False)
     if r.status != "finished":
         raise typer.Exit(1)
 
@@ -418,13 +521,36 @@ def runs_cmd(
         _emit(runs_results(rs), fmt, "measured results")
     else:
         df = runs_frame(rs)
-        shown = [c for c in df.columns if c in ("id", "pipeline", "status", "steps") or c.endswith("exact_match")
+        shown = [c for c in df.columns if c in ("id", "pipeline", "status", "steps") or c.endswith("/accuracy")
                  or c.endswith("mean_reward") or c.endswith("/preference_accuracy")]
         _emit(df.round(2), fmt, f"runs in {out_dir}", shown)
 
 
 def main() -> None:
+    argv = sys.argv[1:]
+    if argv[:1] == ["run"] and {"-h", "--help"} & set(argv):
+        named = [a for a in argv[1:] if not a.startswith("-")][:1]
+        try:
+            app()
+        finally:  # after typer's help, the named method's (or pipeline's) options
+            if named:
+                _print_pipeline_options(named[0])
     app()
+
+
+def _print_pipeline_options(spec: str) -> None:
+    import re
+
+    from taxonomy.registry import load_registry
+
+    reg = load_registry()
+    for name in [s.strip() for s in re.split(r",|->", spec) if s.strip()]:
+        if name not in reg or not reg[name].impl:
+            err.print(f"(no reference implementation named {name!r})", markup=False)
+            continue
+        out.print("")
+        for line in _method_options(name):
+            out.print(line, markup=False, highlight=False)
 
 
 if __name__ == "__main__":

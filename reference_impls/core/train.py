@@ -196,7 +196,12 @@ def train(algo: Algo, cfg: TrainConfig, device: torch.device | str = "cpu", *,
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
         with autocast(device, cfg.bf16):
-            batch, log = algo.collect(step)
+            try:
+                batch, log = algo.collect(step)
+            except RuntimeError as e:  # e.g. torch.multinomial on inf/nan probabilities
+                if "inf" in str(e) or "nan" in str(e):
+                    raise NonFiniteError(step, "sampling probabilities (weights diverged)", float("nan")) from e
+                raise
         totals = {"rows": len(next(iter(batch.values())))}
         if "mask" in batch:
             totals["tokens"] = batch["mask"].sum()

@@ -35,12 +35,12 @@ STARTS_FROM_BASE = True
 
 @dataclass
 class Config(TrainConfig):
-    steps: int = 60
-    batch_size: int = 32  # pairs
-    lr: float = 3e-4
-    beta: float = 0.1
-    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
-    label_smoothing: float = 0.0
+    steps: int = 60  # optimizer steps
+    batch_size: int = 32  # preference pairs per step
+    lr: float = 3e-4  # peak learning rate (ours, tiny preset)
+    beta: float = 0.1  # inverse temperature of the implicit reward (paper, TRL: 0.1)
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"  # DPO | IPO | hinge (SLiC)
+    label_smoothing: float = 0.0  # conservative DPO: assumed label-flip rate
 
 
 def dpo_loss(pi_chosen: Tensor, pi_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor,

@@ -33,18 +33,18 @@ STARTS_FROM_BASE = True
 
 @dataclass
 class Config(TrainConfig):
-    steps: int = 100
+    steps: int = 100  # optimizer steps
     batch_size: int = 64  # completions per step = prompts x group_size
-    lr: float = 3e-4
-    group_size: int = 8
-    eps_low: float = 0.2
-    eps_high: float = 0.2
-    beta: float = 0.04
-    aggregation: AggregationMode = "seq-mean-token-mean"
-    scale: Literal["std", "none", "loo"] = "std"
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 6
+    lr: float = 3e-4  # peak learning rate (ours, tiny preset)
+    group_size: int = 8  # G completions sampled per prompt
+    eps_low: float = 0.2  # clip range below 1 (GRPO paper: 0.2)
+    eps_high: float = 0.2  # clip range above 1 (DAPO clip-higher: 0.28)
+    beta: float = 0.04  # weight of the k3 KL to the reference (GRPO paper: 0.04; 0 drops the reference)
+    aggregation: AggregationMode = "seq-mean-token-mean"  # how token losses are averaged (core/losses.aggregate)
+    scale: Literal["std", "none", "loo"] = "std"  # advantage: (r - mean)/std | r - mean (Dr. GRPO) | leave-one-out
+    temperature: float = 1.0  # sampling temperature (log-probs are scored at the same T)
+    top_p: float = 1.0  # nucleus sampling (1: off)
+    max_new_tokens: int = 6  # completion budget (the runner sets the task's unless given)
     sampler_cache: str | None = None  # "static": fixed-shape KV cache (compiled decode on CUDA)
 
 

@@ -35,19 +35,19 @@ STARTS_FROM_BASE = True
 
 @dataclass
 class Config(TrainConfig):
-    steps: int = 40
-    batch_size: int = 64  # prompts (one completion each)
-    lr: float = 3e-4
-    updates_per_batch: int = 4  # PPO epochs
-    clip_eps: float = 0.2
-    clip_value: float = 0.2
-    gamma: float = 1.0
-    lam: float = 0.95
-    vf_coef: float = 0.1
-    kl_coef: float = 0.05
-    whiten: bool = True
-    temperature: float = 1.0
-    max_new_tokens: int = 6
+    steps: int = 40  # optimizer steps (collected batches)
+    batch_size: int = 64  # prompts per step (one completion each)
+    lr: float = 3e-4  # peak learning rate (ours, tiny preset)
+    updates_per_batch: int = 4  # PPO epochs over each batch
+    clip_eps: float = 0.2  # policy ratio clip
+    clip_value: float = 0.2  # value clip around the old values
+    gamma: float = 1.0  # discount
+    lam: float = 0.95  # GAE lambda
+    vf_coef: float = 0.1  # weight of the value loss
+    kl_coef: float = 0.05  # KL-in-reward coefficient
+    whiten: bool = True  # normalise advantages over the batch's tokens
+    temperature: float = 1.0  # sampling temperature
+    max_new_tokens: int = 6  # completion budget (the runner sets the task's unless given)
     sampler_cache: str | None = None  # "static": fixed-shape KV cache (compiled decode on CUDA)
 
 

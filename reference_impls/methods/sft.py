@@ -26,10 +26,10 @@ STARTS_FROM_BASE = False  # SFT trains the raw model; it is also the warm-start 
 
 @dataclass
 class Config(TrainConfig):
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 3e-3
-    warmup_steps: int = 20
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 64  # demonstrations per step
+    lr: float = 3e-3  # peak learning rate (ours, tiny preset)
+    warmup_steps: int = 20  # linear LR warmup steps
 
 
 def sft_loss(logp: Tensor, mask: Tensor, *, total_tokens: float | Tensor | None = None) -> Tensor:
