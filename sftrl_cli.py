@@ -499,16 +499,69 @@ def run_cmd(
         raise typer.Exit(1)
 
 
-@app.command("runs")
+runs_app = typer.Typer(help="Recorded runs: list them, show one with its curves.", invoke_without_command=True)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="A run id (or a unique prefix), or a run folder")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Where runs are recorded")] = Path("runs"),
+    figure: Annotated[Path | None, typer.Option("--figure", help="Where to write the curves (default: RUN/curves.png)")] = None,
+) -> None:
+    """Print a run's pipeline, config and results, and draw its loss/reward/KL/entropy curves.
+
+    Example: sftrl runs show grpo-addition  (a prefix of the id is enough)
+    """
+    from catalog.plots import run_history_figure
+    from catalog.runs import load_runs
+
+    path = Path(run_id)
+    if (path / "run.json").exists():
+        from taxonomy.schema import Run
+
+        run, rdir = Run.model_validate_json((path / "run.json").read_text()), path
+    else:
+        rs, _ = load_runs(out_dir)
+        hits = [r for r in rs if r.id == run_id] or [r for r in rs if r.id.startswith(run_id)]
+        if len(hits) != 1:
+            _usage(f"{'no' if not hits else len(hits)} run(s) in {out_dir}/ match {run_id!r}"
+                   + (f": {', '.join(r.id for r in hits[:5])}" if hits else " (sftrl runs lists them)"))
+        run, rdir = hits[0], out_dir / hits[0].id
+    out.print(f"[bold]{run.id}[/]  {run.status}" + (f" ({run.message})" if run.message else ""), highlight=False)
+    out.print(f"  pipeline  {' -> '.join(run.pipeline.method_ids())}", markup=False)
+    out.print(f"  task      {run.task}   model {run.model}   seed {run.seed}   device {run.device}", markup=False)
+    out.print(f"  hardware  {run.hardware}   commit {run.git_commit}", markup=False)
+    for i, st in enumerate(run.pipeline.stages, 1):
+        hp = ", ".join(f"{k}={v}" for k, v in st.hyperparameters.items() if k not in ("bf16", "fused", "save_every"))
+        out.print(f"  stage {i}: {st.method}" + (f" ({st.note})" if st.note else "") + f"\n    {hp}", markup=False)
+    if run.history:
+        wall = sum(h.get("wall_s", 0.0) for h in run.history)
+        toks = sum(h.get("tokens", 0.0) for h in run.history)
+        out.print(f"  steps {len(run.history)}, {wall:.1f} s of training, {toks:,.0f} tokens", markup=False)
+    out.print("results:")
+    for x in run.results:
+        out.print(f"  {(x.note or '').split(';')[0]:22} {x.benchmark} [{x.split}] {x.metric}: {x.value:.2f}{x.unit}",
+                  markup=False)
+    fig_path = figure or rdir / "curves.png"
+    fig = run_history_figure(run)
+    fig.savefig(fig_path, dpi=120)
+    out.print(f"curves: {fig_path}", markup=False)
+
+
+@runs_app.callback()
 def runs_cmd(
+    ctx: typer.Context,
     out_dir: Annotated[Path, typer.Option("--out", help="Where runs are recorded")] = Path("runs"),
     results: Annotated[bool, typer.Option("--results", help="Measured results in the catalogue's result columns")] = False,
     fmt: FmtOpt = Fmt.table,
 ) -> None:
-    """List recorded runs (newest first).
+    """List recorded runs (newest first); `sftrl runs show RUN` shows one.
 
     Example: sftrl runs --results --format csv
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from catalog.runs import load_runs, runs_frame, runs_results
 
     rs, bad = load_runs(out_dir)

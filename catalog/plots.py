@@ -204,3 +204,39 @@ def census_figure(table: pd.DataFrame | None = None) -> Figure:
     ax.set_title("Literature census (survey Appendix B rule, k = 5)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
+
+
+RUN_CURVES = ("loss", "reward", "kl", "entropy", "accuracy", "grad_norm")
+
+
+def run_history_figure(run) -> Figure:
+    """Training curves of one Run: a panel per logged quantity (loss, reward, KL, entropy, ...),
+    one line per stage, against the global step (stages laid end to end)."""
+    hist = pd.DataFrame(run.history)
+    if hist.empty:
+        fig, ax = plt.subplots(figsize=(6, 2))
+        ax.text(0.5, 0.5, "no steps recorded", ha="center", va="center")
+        ax.axis("off")
+        return fig
+    if "stage" not in hist:
+        hist["stage"] = 1.0
+    hist["global_step"] = range(len(hist))
+    keys = [k for k in RUN_CURVES if k in hist] + sorted(
+        k for k in hist if k.endswith("entropy") and k not in RUN_CURVES)
+    keys = keys[:6] or ["lr"]
+    methods = run.pipeline.method_ids()
+    offset = len(methods) - int(hist["stage"].max())  # a warm-start stage precedes the logged ones
+    fig, axes = plt.subplots(len(keys), 1, figsize=(7, 1.9 * len(keys) + 0.6), sharex=True, squeeze=False)
+    for ax, key in zip(axes[:, 0], keys, strict=False):
+        for stage, part in hist.groupby("stage"):
+            i = int(stage) - 1 + offset
+            label = f"stage {int(stage)}: {methods[i] if 0 <= i < len(methods) else '?'}"
+            ax.plot(part["global_step"], part[key], lw=1.2, label=label)
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8, loc="best")
+    axes[0, 0].set_title(f"{run.id}\n{' -> '.join(methods)} on {run.task} ({run.model}), status {run.status}",
+                         fontsize=9)
+    axes[-1, 0].set_xlabel("optimizer step (all stages)")
+    fig.tight_layout()
+    return fig
