@@ -124,13 +124,18 @@ CASES = [("sft", {}), ("dpo", {"loss_type": "sigmoid"}), ("dpo", {"loss_type": "
 
 @pytest.mark.parametrize(("method", "cfg"), CASES, ids=[f"{m}-{c}" for m, c in CASES])
 def test_accumulation_invariance(method, cfg, sgd):
-    """One step with batch B equals k micro-batches of B/k, to float tolerance."""
-    full = _one_step(method, None, steps=1, batch_size=16, micro_batch_size=None, lr=0.5, **cfg)
-    split = _one_step(method, 4, steps=1, batch_size=16, micro_batch_size=4, lr=0.5, **cfg)
-    moved = sum((full[k] - params(make_algo(method, seed=3, base=method in RL, **cfg).module)[k]).abs().sum() for k in full)
+    """One step with batch B equals k micro-batches of B/k, to float tolerance. Gradient clipping is
+    off: a clipped step rescales any gradient to the same norm and would hide a wrong normaliser."""
+    kw = dict(steps=1, batch_size=16, lr=0.5, max_grad_norm=None, **cfg)
+    full = _one_step(method, None, micro_batch_size=None, **kw)
+    split = _one_step(method, 4, micro_batch_size=4, **kw)
+    start = params(make_algo(method, seed=3, base=method in RL, **cfg).module)
+    moved = sum((full[k] - start[k]).abs().sum() for k in full)
     assert moved > 0  # the step did something
-    for k in full:
-        torch.testing.assert_close(split[k], full[k], atol=1e-6, rtol=1e-5, msg=k)
+    for k in full:  # the updates agree to float round-off, relative to their size (unclipped
+        # updates can be large); a micro-batch normaliser off by B/b is off by a factor of 4 here
+        d_full, d_split = full[k] - start[k], split[k] - start[k]
+        assert (d_split - d_full).norm() <= 1e-4 * d_full.norm() + 1e-7, k
 
 
 # -------------------------------------------------------------- checkpoints, resume, non-finite

@@ -72,7 +72,8 @@ def group_advantages(rewards: Tensor, group_size: int, scale: Literal["std", "no
     r = rewards.float().view(-1, group_size)  # [n_groups, G]
     mean = r.mean(-1, keepdim=True)  # [n_groups, 1]
     if scale == "std":
-        adv = (r - mean) / (r.std(-1, keepdim=True) + eps)
+        std = r.std(-1, keepdim=True) if group_size > 1 else torch.zeros_like(mean)  # one sample: 0
+        adv = (r - mean) / (std + eps)
     elif scale == "none":
         adv = r - mean
     elif scale == "loo":
