@@ -101,7 +101,7 @@ def cat_rollouts(rollouts: list[Rollout], pad_id: int) -> Rollout:
         lp, rp = P - r.prompt_len, C - (r.input_ids.shape[1] - r.prompt_len)
         zero = torch.zeros_like(r.mask[:, :1])
 
-        def pad(x: Tensor, value) -> Tensor:
+        def pad(x: Tensor, value, lp=lp, rp=rp) -> Tensor:
             return torch.nn.functional.pad(x, (lp, rp), value=value)
 
         parts["ids"].append(pad(r.input_ids, pad_id))
