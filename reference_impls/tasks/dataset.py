@@ -148,9 +148,11 @@ class DatasetTask(Task):
                     problems.append(f"{w}: messages: the last message must be the assistant's (the completion)")
             elif "prompt" not in r:
                 problems.append(f"{w}: prompt: missing (columns here: {', '.join(k for k in r if k != '_where')})")
-            for col in TEXT_COLUMNS:
+            for col in (*TEXT_COLUMNS, *ANSWER_COLUMNS):
                 v = r.get(col)
-                if v is not None and not isinstance(v, str):
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    r[col] = v = str(v)  # CSV/Parquet read "42" as a number
+                if v is not None and not isinstance(v, str) and col in TEXT_COLUMNS:
                     _check_messages(v, w, col, problems)
             if "label" in r and not isinstance(r["label"], bool) and r["label"] not in (0, 1):
                 problems.append(f"{w}: label: expected true/false, found {r['label']!r}")
