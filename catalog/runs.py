@@ -34,8 +34,8 @@ def _paradigm(run: Run) -> str | None:
     from taxonomy.schema import derive_paradigm
 
     reg = load_registry()
-    ids = run.pipeline.method_ids()
-    return str(derive_paradigm([reg[m].paradigm for m in ids])) if all(m in reg for m in ids) else None
+    ids = [m for m in run.pipeline.method_ids() if m != "rm"]  # a reward-model stage trains no policy
+    return str(derive_paradigm([reg[m].paradigm for m in ids])) if ids and all(m in reg for m in ids) else None
 
 
 def runs_results(runs: list[Run]) -> pd.DataFrame:

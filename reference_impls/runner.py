@@ -8,6 +8,8 @@ The runner knows no method by name. It reads each method module's contract:
     NEEDS            signals the method eats (tasks/base.py); the task must provide them
     STARTS_FROM_BASE True: on the tiny preset, a cached warm-start SFT stage is put first
     PIPELINE         (optional) the stages a pipeline method stands for, e.g. ["sft", "dpo"]
+    PRODUCES         (optional) "reward_model": the stage trains a reward model, not the policy;
+                     later stages are rewarded by it and start from the previous policy
     Config           dataclass of options (defaults from the paper; `# comment` = help line)
     Algo(model, tok, task, cfg, seed)   collect(step) / loss(micro, totals) / evaluate() (optional)
 Methods come from the registry: every `impl` of data/methods.yaml is importable here.
@@ -48,9 +50,13 @@ from taxonomy.registry import load_registry
 from taxonomy.schema import Data, DataSource, Origin, Pipeline, Result, Run, Split, Stage
 
 
+# Stages that are not methods of the taxonomy: `rm` trains a Bradley-Terry reward model (RLHF).
+AUXILIARY = {"rm": "reference_impls.methods.rm"}
+
+
 def _load_methods() -> dict[str, ModuleType]:
-    return {m.id: importlib.import_module(m.impl)
-            for m in load_registry().methods.values() if m.impl}
+    mods = {m.id: importlib.import_module(m.impl) for m in load_registry().methods.values() if m.impl}
+    return {**mods, **{k: importlib.import_module(v) for k, v in AUXILIARY.items()}}
 
 
 METHODS: dict[str, ModuleType] = _load_methods()
@@ -240,11 +246,15 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
     try:
         for i, (m, cfg) in enumerate(zip(stages, cfgs, strict=True)):
             sdir = rdir / f"stage-{i + 1}"
+            produces = getattr(METHODS[m], "PRODUCES", "policy")
             if (sdir / "stage.json").exists():  # finished before an interruption
                 done = json.loads((sdir / "stage.json").read_text())
                 history += done["history"]
                 results += [Result.model_validate(r) for r in done["results"]]
-                start = str(sdir / "model")
+                if produces == "reward_model":
+                    _use_reward_model(task_obj, sdir / "reward_model", device)
+                else:
+                    start = str(sdir / "model")
                 continue
             seed_everything(seed + i)
             try:
@@ -265,12 +275,16 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
                 write_run(run_, rdir / "run.json")
                 return run_
             history += h
-            res = evaluate(algo, policy, tok, task_obj, cfg, s["id"], i + 1, m)
+            if produces == "reward_model":  # the policy is untouched; later stages use this reward
+                res = evaluate_method(algo, task_obj, s["id"], i + 1, m)
+                _use_reward_model(task_obj, algo.save_reward_model(sdir / "reward_model"), device)
+            else:
+                res = evaluate(algo, policy, tok, task_obj, cfg, s["id"], i + 1, m)
+                policy.save_pretrained(sdir / "model")
+                tok.save_pretrained(sdir / "model")
+                start = str(sdir / "model")
             results += res
-            policy.save_pretrained(sdir / "model")
-            tok.save_pretrained(sdir / "model")
             _atomic_json(sdir / "stage.json", {"history": h, "results": [r.model_dump(mode="json") for r in res]})
-            start = str(sdir / "model")
             if i + 1 < len(stages):
                 del algo, policy
     except NonFiniteError as e:
@@ -318,13 +332,26 @@ def evaluate(algo, policy, tok, task, cfg, run_id: str, stage: int, method: str)
         out.append(Result(benchmark=f"{task.name}-in_distribution", metric="mean_reward", value=r,
                           unit="", split=Split.in_distribution, model=run_id, origin=Origin.measured,
                           note=f"{note}; 4 samples/prompt, T={T}"))
-    if hasattr(algo, "evaluate"):
-        for metric, v in algo.evaluate().items():
-            pct = metric.endswith("accuracy")
-            out.append(Result(benchmark=f"{task.name}-in_distribution", metric=metric,
-                              value=100 * v if pct else v, unit="%" if pct else "",
-                              split=Split.in_distribution, model=run_id, origin=Origin.measured, note=note))
+    return out + evaluate_method(algo, task, run_id, stage, method)
+
+
+def evaluate_method(algo, task, run_id: str, stage: int, method: str) -> list[Result]:
+    """The method's own metrics (`Algo.evaluate()`), if it defines any."""
+    out = []
+    for metric, v in (algo.evaluate().items() if hasattr(algo, "evaluate") else []):
+        pct = metric.endswith("accuracy")
+        out.append(Result(benchmark=f"{task.name}-in_distribution", metric=metric,
+                          value=100 * v if pct else v, unit="%" if pct else "",
+                          split=Split.in_distribution, model=run_id, origin=Origin.measured,
+                          note=f"stage {stage} ({method})"))
     return out
+
+
+def _use_reward_model(task, path: Path, device: str) -> None:
+    """Later stages are rewarded by the learned reward model at `path` (RLHF)."""
+    from reference_impls.core.reward_model import reward_fn
+
+    task.reward = reward_fn(str(path), device)
 
 
 def list_runs(out: Path = Path("runs")) -> list[Run]:

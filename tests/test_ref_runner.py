@@ -14,7 +14,7 @@ from reference_impls.methods import sft
 from taxonomy.schema import Origin, Run, Split
 
 
-@pytest.mark.parametrize("method", sorted(runner.METHODS))
+@pytest.mark.parametrize("method", ["sft", "dpo", "grpo", "ppo"])
 def test_two_step_smoke_run(method, tmp_path):
     r = runner.run(method, steps=2, out=tmp_path, progress=False, batch_size=16)
     assert isinstance(r, Run) and r.status == "finished" and r.message is None

@@ -1,0 +1,71 @@
+"""Group Sequence Policy Optimization, GSPO (Zheng et al., Qwen team, arXiv 2507.18071).
+
+GRPO's group advantages with the importance ratio, clipping and optimisation moved to the
+sequence level. For G completions y_i of prompt x:
+    A_i = (r_i - mean(r)) / std(r)
+    s_i = (pi_theta(y_i|x) / pi_old(y_i|x))^{1/|y_i|}
+        = exp( 1/|y_i| sum_t log pi_theta(y_{i,t}|x, y_{i,<t}) / pi_old(y_{i,t}|x, y_{i,<t}) )
+    J = E[ 1/G sum_i min(s_i A_i, clip(s_i, 1 - eps_low, 1 + eps_high) A_i) ]      (GSPO, eq. 5-7)
+    L = -J, a mean over the batch's sequences.
+On-policy (s = 1) the gradient is -1/G sum_i A_i 1/|y_i| sum_t grad log pi(y_{i,t}), i.e. GRPO's;
+they differ once pi_old != pi_theta (`updates_per_batch` > 1), where one clip decision is taken
+per sequence. The paper's GSPO-token variant (per-token advantages) is not implemented; with
+sequence-level advantages it has the same value and gradient. No KL term (the paper has none).
+Checked against TRL 1.16 `GRPOConfig(importance_sampling_level="sequence", loss_type="grpo")`.
+Defaults: clip ranges 3e-4 / 4e-4 (the paper's left / right), unbiased std + 1e-4 (as GRPO here
+and TRL); G = 8, lr 3e-4, 8 prompts x 8 completions per step, T = 1 are ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from reference_impls.core.losses import group_advantages
+from reference_impls.core.pg import PGAlgo, rollout, sequence_pg_loss
+from reference_impls.core.train import Batch, TrainConfig, step_rng
+
+NEEDS = {"verifiable_reward"}  # signals asked of the task (tasks/base.py)
+STARTS_FROM_BASE = True
+
+
+@dataclass
+class Config(TrainConfig):
+    steps: int = 100  # optimizer steps (sampled batches)
+    batch_size: int = 64  # completions per step = prompts x group_size
+    lr: float = 3e-4  # peak learning rate (AdamW; ours)
+    group_size: int = 8  # G completions per prompt
+    eps_low: float = 3e-4  # clip of the sequence ratio below 1 (paper: 3e-4)
+    eps_high: float = 4e-4  # clip of the sequence ratio above 1 (paper: 4e-4)
+    temperature: float = 1.0  # sampling (and scoring) temperature
+    top_p: float = 1.0  # nucleus sampling
+    max_new_tokens: int = 6  # completion budget (the runner sets the task's)
+    sampler_cache: str | None = None  # "static": fixed-shape KV cache (compiled decode on CUDA)
+
+
+def gspo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
+              eps_low: float = 3e-4, eps_high: float = 4e-4, *, total_seqs: int | None = None,
+              ) -> tuple[Tensor, dict[str, float]]:
+    """1/B sum_i -min(s_i A_i, clip(s_i) A_i) with the length-normalised ratio s_i.
+    logp, old_logp, mask [B, T]; advantages [B] -> (scalar, stats)"""
+    return sequence_pg_loss(logp, old_logp, advantages, mask, eps_low, eps_high, length_norm=True,
+                            total_seqs=total_seqs)
+
+
+class Algo(PGAlgo):
+    @torch.no_grad()
+    def collect(self, step: int) -> tuple[Batch, dict[str, float]]:
+        c = self.cfg
+        problems = self.task.prompts(c.batch_size // c.group_size, step_rng(self.seed, step))
+        batch, r = rollout(self, [p for p in problems for _ in range(c.group_size)])
+        batch["advantages"] = group_advantages(r, c.group_size, "std")  # (r - mean) / (std + 1e-4)
+        return self.finish(batch), {"reward": r.mean().item(),
+                                    "completion_len": batch["mask"].sum(-1).mean().item()}
+
+    def loss(self, micro: Batch, totals: dict) -> tuple[Tensor, dict[str, float]]:
+        c = self.cfg
+        logp, old = self.current(micro)
+        return gspo_loss(logp, old, micro["advantages"], micro["mask"], c.eps_low, c.eps_high,
+                         total_seqs=totals["rows"])
