@@ -49,7 +49,6 @@ from reference_impls.tasks.base_model import RECIPE, warm_start
 from taxonomy.registry import load_registry
 from taxonomy.schema import Data, DataSource, Origin, Pipeline, Result, Run, Split, Stage
 
-
 # Stages that are not methods of the taxonomy: `rm` trains a Bradley-Terry reward model (RLHF).
 AUXILIARY = {"rm": "reference_impls.methods.rm"}
 
