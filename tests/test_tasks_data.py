@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 import reference_impls.testing  # noqa: F401  (HF offline, 1 torch thread)
 from reference_impls import runner
@@ -18,6 +19,7 @@ from reference_impls.tasks.addition import Addition, Problem
 from reference_impls.tasks.base import MissingSignal
 from reference_impls.tasks.dataset import DataError
 from reference_impls.tasks.rewards import RewardError, exact, make_reward, math_reward
+from sftrl_cli import app
 from taxonomy.schema import Run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,17 +213,24 @@ def test_a_failing_reward_stops_the_run_with_the_row(tmp_path, std, monkeypatch)
     (["nosuch"], "no reference implementation for 'nosuch'"),
 ])
 def test_cli_user_mistakes_are_usage_errors_not_tracebacks(args, match, tmp_path):
-    res = subprocess.run([sys.executable, "-c", "from sftrl_cli import main; main()", "run", *args,
-                          "--out", str(tmp_path / "runs")], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
-    assert res.returncode == 2, res.stderr
-    assert match in res.stderr and "Traceback" not in res.stderr
+    res = CliRunner().invoke(app, ["run", *args, "--out", str(tmp_path / "runs")])
+    assert res.exit_code == 2, res.output
+    assert match in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)  # no traceback
+    assert "Traceback" not in res.output
     assert not list((tmp_path / "runs").glob("*/run.json"))  # nothing trained, nothing recorded
 
 
 def test_cli_out_is_checked_before_training(tmp_path):
     f = tmp_path / "afile"
     f.write_text("")
-    res = subprocess.run([sys.executable, "-c", "from sftrl_cli import main; main()", "run", "sft",
-                          "--out", str(f)], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2 and "is a file, not a folder" in res.stderr
+    res = CliRunner().invoke(app, ["run", "sft", "--out", str(f)])
+    assert res.exit_code == 2 and "is a file, not a folder" in res.output
+
+
+def test_cli_method_help_lists_its_options():
+    """`sftrl run grpo --help` (a subprocess: main() adds the method's options after typer's help)."""
+    res = subprocess.run([sys.executable, "-c", "from sftrl_cli import main; main()", "run", "grpo", "--help"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0
+    assert "options of grpo" in res.stdout and "eps_high" in res.stdout and "clip range above 1" in res.stdout
