@@ -457,6 +457,9 @@ def run_cmd(
             stage_options.setdefault(stage, {})[key] = v
         else:
             overrides[k] = v
+    if "steps" in overrides:  # --set steps=N is --steps N
+        steps = steps if steps is not None else overrides.pop("steps")
+        overrides.pop("steps", None)
     task_options = {**(cfg_file.get("task_options") or {}), **_kv(task_option, "--task-option")}
     if pipeline is None and resume is None:
         _usage("name a method or a pipeline (e.g. sftrl run sft, sftrl run sft,grpo), or --resume RUN_DIR")

@@ -225,11 +225,10 @@ def run_history_figure(run) -> Figure:
         k for k in hist if k.endswith("entropy") and k not in RUN_CURVES)
     keys = keys[:6] or ["lr"]
     methods = run.pipeline.method_ids()
-    offset = len(methods) - int(hist["stage"].max())  # a warm-start stage precedes the logged ones
     fig, axes = plt.subplots(len(keys), 1, figsize=(7, 1.9 * len(keys) + 0.6), sharex=True, squeeze=False)
     for ax, key in zip(axes[:, 0], keys, strict=False):
         for stage, part in hist.groupby("stage"):
-            i = int(stage) - 1 + offset
+            i = int(stage) - 1  # the stage's position in the Run's pipeline
             label = f"stage {int(stage)}: {methods[i] if 0 <= i < len(methods) else '?'}"
             ax.plot(part["global_step"], part[key], lw=1.2, label=label)
         ax.set_ylabel(key)

@@ -18,7 +18,8 @@ Layout of a run directory:
     spec.json                  everything needed to resume (`run(resume=DIR)`)
     run.json                   the Run record (status running|interrupted|stopped|failed|finished),
                                always written atomically
-    stage-<i>/checkpoint.safetensors   training state (weights, optimizer, RNG) every `save_every`
+    stage-<k>/checkpoint.safetensors   training state (weights, optimizer, RNG) every `save_every`
+                               (k = the stage's position in the Run; a warm-start stage is 1)
     stage-<i>/model/           the stage's final policy, HF-style (the next stage starts from it)
     stage-<i>/stage.json       the finished stage's history and results
 """
@@ -244,7 +245,8 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
     start = str(warm_start(task_obj, model, seed, key=tkey)) if warm else model
     try:
         for i, (m, cfg) in enumerate(zip(stages, cfgs, strict=True)):
-            sdir = rdir / f"stage-{i + 1}"
+            k = i + 1 + int(bool(warm))  # the stage's position in the Run (the warm start is stage 1)
+            sdir = rdir / f"stage-{k}"
             produces = getattr(METHODS[m], "PRODUCES", "policy")
             if (sdir / "stage.json").exists():  # finished before an interruption
                 done = json.loads((sdir / "stage.json").read_text())
@@ -267,18 +269,18 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
             last = stop_after if i == len(stages) - 1 or stop_after is None else None
             h = train(algo, cfg, device, checkpoint=ckpt, resume=ckpt if ckpt.exists() else None,
                       progress=progress, stop_after=last)
-            h = [{"stage": float(i + 1), **x} for x in h]
+            h = [{"stage": float(k), **x} for x in h]
             if stop_after is not None and len(h) < cfg.steps:
                 history += h
-                run_ = record(history, results, "interrupted", f"stopped after {stop_after} steps of stage {i + 1}; resume with --resume {rdir}")
+                run_ = record(history, results, "interrupted", f"stopped after {stop_after} steps of stage {k}; resume with --resume {rdir}")
                 write_run(run_, rdir / "run.json")
                 return run_
             history += h
             if produces == "reward_model":  # the policy is untouched; later stages use this reward
-                res = evaluate_method(algo, task_obj, s["id"], i + 1, m)
+                res = evaluate_method(algo, task_obj, s["id"], k, m)
                 _use_reward_model(task_obj, algo.save_reward_model(sdir / "reward_model"), device)
             else:
-                res = evaluate(algo, policy, tok, task_obj, cfg, s["id"], i + 1, m)
+                res = evaluate(algo, policy, tok, task_obj, cfg, s["id"], k, m)
                 policy.save_pretrained(sdir / "model")
                 tok.save_pretrained(sdir / "model")
                 start = str(sdir / "model")

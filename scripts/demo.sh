@@ -14,6 +14,10 @@ step studies --method dpo --descendants --format csv > out/dpo_family_studies.cs
 echo "$(($(wc -l < out/dpo_family_studies.csv) - 1)) studies use DPO or a method derived from it -> out/dpo_family_studies.csv"
 step trends --out out/trends
 awk '/^\| year/ {f = 1} f && n < 5 {print; n++}' out/trends/trends.md  # ours vs the survey
-step run sft --steps 500 --threads 1 --out out/runs
+step run sft --steps 500 --out out/runs
+step run luffy --steps 30 --out out/runs              # a hybrid, after the cached warm-start SFT stage
+step run dpo --data examples/addition.jsonl --steps 30 --out out/runs   # your data, TRL's columns
+step run sft,grpo --set sft.steps=400 --set grpo.steps=20 --task rg:basic_arithmetic --task-option eval_size=20 --out out/runs
 step runs --out out/runs
+step runs show luffy --out out/runs
 echo; echo "Figures and report: out/trends/trends.md"

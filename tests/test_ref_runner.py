@@ -21,8 +21,9 @@ def test_two_step_smoke_run(method, tmp_path):
     assert len(r.history) == 2 and all("loss" in h for h in r.history)
     saved = Run.model_validate_json((tmp_path / r.id / "run.json").read_text())
     assert saved == r
-    assert (tmp_path / r.id / "stage-1" / "checkpoint.safetensors").exists()
-    assert (tmp_path / r.id / "stage-1" / "model" / "config.json").exists()
+    last = tmp_path / r.id / f"stage-{len(r.pipeline.stages)}"  # the warm start is stage 1
+    assert (last / "checkpoint.safetensors").exists() and (last / "model" / "config.json").exists()
+    assert r.history[-1]["stage"] == len(r.pipeline.stages)
     em = {res.split: res for res in r.results if res.metric == "accuracy"}
     assert set(em) == {Split.in_distribution, Split.out_of_distribution}
     assert all(res.origin == Origin.measured and 0 <= res.value <= 100 for res in r.results)

@@ -234,3 +234,18 @@ def test_cli_method_help_lists_its_options():
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0
     assert "options of grpo" in res.stdout and "eps_high" in res.stdout and "clip range above 1" in res.stdout
+
+
+def test_cli_pipeline_from_a_yaml_file(tmp_path):
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text("stages:\n  - {method: sft, steps: 3}\n  - {method: grpo, lr: 1.0e-4, steps: 2, batch_size: 16}\n"
+                   "task: addition\ntask_options: {cot: true}\n")
+    res = CliRunner().invoke(app, ["run", "--config", str(cfg), "--out", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    (run,) = runner.list_runs(tmp_path / "runs")
+    got = [(s.method, s.hyperparameters["steps"], s.hyperparameters["lr"]) for s in run.pipeline.stages]
+    assert got == [("sft", 3, 3e-3), ("grpo", 2, 1e-4)] and run.config["task_options"] == {"cot": True}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stagez: []\n")
+    res = CliRunner().invoke(app, ["run", "--config", str(bad)])
+    assert res.exit_code == 2 and "unknown key(s) ['stagez']" in res.output

@@ -20,7 +20,10 @@ verl/workers/actor/dp_actor.py, run.py), official followed:
     (micro-batching does not change it).
 Official defaults: p_high 0.95, p_low 0.05, T_hint 300 of T 500 steps (so hint_frac 0.6),
 lambda (sft_loss_coef) 0.001, GRPO advantages, 4 rollouts per prompt, clip 0.2, entropy_coeff
-0.001, KL 0.001 (low_var_kl), token-mean. lr 3e-4, 100 steps, 16 prompts x 4 rollouts are ours.
+0.001, KL 0.001 (low_var_kl), token-mean. lr 1e-4, 100 steps, 16 prompts x 4 rollouts are ours:
+at lr 3e-4 (our GRPO default) the 4-rollout groups with token-mean updates overshoot on the tiny
+preset and exact match falls (weak 26.5 % base, 60 steps, seed 0: 0.240, with or without hints),
+at 1e-4 it rises (0.415; seeds 1, 2: 0.385, 0.385).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ STARTS_FROM_BASE = True
 class Config(TrainConfig):
     steps: int = 100  # optimizer steps
     batch_size: int = 64  # rollouts per step = prompts x group_size
-    lr: float = 3e-4  # peak learning rate (ours, tiny preset; official 1e-6)
+    lr: float = 1e-4  # peak learning rate (ours, tiny preset: 3e-4 overshoots; official 1e-6)
     group_size: int = 4  # rollouts per prompt (official n_rollouts 4)
     hint_frac: float = 0.6  # T_hint as a fraction of steps (official T_hint 300 of T 500)
     p_high: float = 0.95  # hint proportion at step 0 (official upper_prob)

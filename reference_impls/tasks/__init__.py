@@ -13,7 +13,7 @@ from reference_impls.tasks.base import MissingSignal, Problem, Task
 
 __all__ = ["MissingSignal", "Problem", "Task", "UnknownTask", "make_task", "task_key", "KNOWN"]
 
-KNOWN = ("addition", "rg:<generator> (reasoning-gym, e.g. rg:countdown, rg:basic_arithmetic)",
+KNOWN = ("addition", "guess (multi-turn number guessing)", "rg:<generator> (reasoning-gym, e.g. rg:countdown, rg:basic_arithmetic)",
          "--data PATH (your own JSONL/JSON/CSV/Parquet/saved HF dataset)")
 
 
@@ -41,6 +41,10 @@ def make_task(name: str | None = "addition", options: dict[str, Any] | None = No
         from reference_impls.tasks.addition import Addition
 
         task = _dataclass_task(Addition, options, name)
+    elif name == "guess":
+        from reference_impls.tasks.guess import Guess
+
+        task = _dataclass_task(Guess, options, name)
     elif name and name.startswith("rg:"):
         from reference_impls.tasks.reasoning_gym import ReasoningGymTask
 
