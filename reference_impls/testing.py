@@ -31,3 +31,58 @@ def make_algo(method: str, seed: int = 0, base: bool = False, task=None, **cfg):
 
 def params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+# ---------------------------------------------------------- the parity tests' tiny model (TRL)
+PARITY_CHARS = "0123456789+= abcdefghijklmnopqrstuvwxyz"
+
+
+def save_parity_tiny(path, chars: str = PARITY_CHARS):
+    """Char-level tokenizer (pad 0, EOS 1, no BOS) + a 2-layer x 64-wide Llama, seeded, saved
+    HF-style at `path`: what the TRL parity tests hand to TRL's trainers and to ours."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<eos>": 1} | {c: i + 2 for i, c in enumerate(chars)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                      pad_token_id=0, eos_token_id=1, bos_token_id=None, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    hf_tok.save_pretrained(path)
+    return path
+
+
+def load_noisy(path, noise: float = 0.0, seed: int = 1):
+    """Load a saved model in train mode; `noise` > 0 perturbs every weight (policy != reference)."""
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(path).train()  # from_pretrained returns eval mode
+    if noise:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(noise * torch.randn(p.shape, generator=g))
+    return model
+
+
+def flat_grad(model: torch.nn.Module, loss: torch.Tensor | None = None) -> torch.Tensor:
+    """d loss / d theta for every parameter, flattened [n_params] (or the gradients already
+    accumulated, if `loss` is None); zeroes the gradients afterwards."""
+    if loss is not None:
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+    g = torch.cat([torch.zeros_like(p).flatten() if p.grad is None else p.grad.detach().flatten().clone()
+                   for p in model.parameters()])
+    model.zero_grad(set_to_none=True)
+    return g
+
+
+def trl_args(tmp) -> dict:
+    """TRL config arguments for a CPU, fp32, one-step, no-save parity run."""
+    return dict(output_dir=str(tmp), bf16=False, use_cpu=True, gradient_checkpointing=False,
+                report_to="none", save_strategy="no", max_steps=1, logging_steps=1)

@@ -37,6 +37,7 @@ from reference_impls.methods import (
 from reference_impls.tasks.addition import Addition, mean_reward
 from reference_impls.tasks.base import Problem
 from reference_impls.tasks.base_model import warm_start
+from reference_impls.testing import flat_grad, save_parity_tiny  # noqa: F401
 
 METHODS = ["entropy-bonus", "clip-cov", "kl-cov", "entropy-advantage", "greso", "pods", "sec"]
 
@@ -56,32 +57,10 @@ G, P, T = 8, 6, 8  # completions (2 groups of 4), prompt width, completion width
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Char-level tokenizer + 2-layer x 64-wide Llama, saved once (as tests/test_parity_trl.py)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "<eos>": 1} | {c: i + 2 for i, c in enumerate("0123456789+= abcdefghijklmnopqrstuvwxyz")}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-                      pad_token_id=0, eos_token_id=1, bos_token_id=None, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    hf_tok.save_pretrained(path)
-    return path
+    """The parity tests' tiny model (reference_impls.testing.save_parity_tiny), saved once."""
+    return save_parity_tiny(tmp_path_factory.mktemp("tiny"))
 
 
-def flat_grad(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
-    model.zero_grad(set_to_none=True)
-    loss.backward()
-    g = torch.cat([torch.zeros_like(p).flatten() if p.grad is None else p.grad.flatten().clone()
-                   for p in model.parameters()])
-    model.zero_grad(set_to_none=True)
-    return g
 
 
 def crafted_batch() -> dict[str, torch.Tensor]:

@@ -20,8 +20,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from datasets import Dataset, disable_progress_bars  # noqa: E402
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer  # noqa: E402
 
@@ -37,6 +36,7 @@ from reference_impls.methods.reinforce import reinforce_loss  # noqa: E402
 from reference_impls.methods.reinforce_pp import reinforce_pp_advantages, reinforce_pp_loss  # noqa: E402
 from reference_impls.methods.rloo import rloo_advantages, rloo_loss  # noqa: E402
 from reference_impls.tasks.addition import Addition  # noqa: E402
+from reference_impls.testing import flat_grad, load_noisy, save_parity_tiny, trl_args  # noqa: F401
 
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
@@ -220,45 +220,18 @@ def test_rebuild_merges_batches_of_different_widths() -> None:
 
 
 # ================================================================ TRL 1.16 parity
-CHARS = list("0123456789+= abcdefghijklmnopqrstuvwxyz")
 G, P, T = 8, 6, 8  # completions (2 groups of 4), prompt width, completion width
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The char-level tokenizer + 2-layer Llama of tests/test_parity_trl.py, saved once."""
-    vocab = {"<pad>": 0, "<eos>": 1} | {c: i + 2 for i, c in enumerate(CHARS)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-                      pad_token_id=0, eos_token_id=1, bos_token_id=None, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny_pg")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    hf_tok.save_pretrained(path)
-    return path
+    """The parity tests' tiny model (reference_impls.testing.save_parity_tiny), saved once."""
+    return save_parity_tiny(tmp_path_factory.mktemp("tiny"))
 
 
-def load(path: Path, noise: float = 0.0) -> LlamaForCausalLM:
-    model = LlamaForCausalLM.from_pretrained(path).train()
-    if noise:
-        g = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(noise * torch.randn(p.shape, generator=g))
-    return model
+load = load_noisy
 
 
-def flat_grad(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
-    model.zero_grad(set_to_none=True)
-    loss.backward()
-    g = torch.cat([torch.zeros_like(p).flatten() if p.grad is None else p.grad.flatten().clone()
-                   for p in model.parameters()])
-    model.zero_grad(set_to_none=True)
-    return g
 
 
 def compare(loss_ours, loss_trl, g_ours, g_trl) -> None:
@@ -292,9 +265,8 @@ def completion_logps(model, b) -> torch.Tensor:
 
 
 def common_args(tmp: Path) -> dict[str, Any]:
-    return dict(output_dir=str(tmp), bf16=False, use_cpu=True, gradient_checkpointing=False, report_to="none",
-                save_strategy="no", max_steps=1, logging_steps=1, per_device_train_batch_size=G,
-                num_generations=4, max_completion_length=T)
+    return {**trl_args(tmp), "per_device_train_batch_size": G, "num_generations": 4,
+            "max_completion_length": T}
 
 
 def trainer_of(cls, cfg_cls, tiny_dir: Path, tmp: Path, **cfg):

@@ -25,11 +25,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from datasets import Dataset, disable_progress_bars  # noqa: E402
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
-    LlamaConfig,
-    LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
 from transformers.utils import logging as hf_logging  # noqa: E402
@@ -59,6 +56,7 @@ from reference_impls.tasks.addition import Addition  # noqa: E402
 from reference_impls.tasks.addition import Problem as AddProblem  # noqa: E402
 from reference_impls.tasks.base import Problem, Task  # noqa: E402
 from reference_impls.tasks.base_model import warm_start  # noqa: E402
+from reference_impls.testing import flat_grad, load_noisy, save_parity_tiny, trl_args  # noqa: F401
 
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
@@ -72,55 +70,24 @@ T_ = torch.tensor
 
 
 # ------------------------------------------------------------------ tiny model and TRL helpers
-CHARS = list("0123456789+= abcdefghijklmnopqrstuvwxyz")
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Char-level tokenizer (pad 0, EOS 1) + 2-layer x 64-wide Llama, saved once (as test_parity_trl)."""
-    vocab = {"<pad>": 0, "<eos>": 1} | {c: i + 2 for i, c in enumerate(CHARS)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-                      pad_token_id=0, eos_token_id=1, bos_token_id=None, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    hf_tok.save_pretrained(path)
-    return path
+    """The parity tests' tiny model (reference_impls.testing.save_parity_tiny), saved once."""
+    return save_parity_tiny(tmp_path_factory.mktemp("tiny"))
 
 
-def load(path: Path, noise: float = 0.0, seed: int = 1) -> LlamaForCausalLM:
-    model = LlamaForCausalLM.from_pretrained(path).train()
-    if noise:
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(noise * torch.randn(p.shape, generator=g))
-    return model
+load = load_noisy
 
 
 def tokenizer(path: Path) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast.from_pretrained(path)
 
 
-def common_args(tmp: Path) -> dict[str, Any]:
-    return dict(output_dir=str(tmp), bf16=False, use_cpu=True, gradient_checkpointing=False,
-                report_to="none", save_strategy="no", max_steps=1, logging_steps=1)
+common_args = trl_args
 
 
-def flat_grad(model: torch.nn.Module, loss: torch.Tensor | None = None) -> torch.Tensor:
-    """d loss / d theta flattened (or the gradients already accumulated, if loss is None)."""
-    if loss is not None:
-        model.zero_grad(set_to_none=True)
-        loss.backward()
-    g = torch.cat([torch.zeros_like(p).flatten() if p.grad is None else p.grad.detach().flatten().clone()
-                   for p in model.parameters()])
-    model.zero_grad(set_to_none=True)
-    return g
 
 
 def compare(loss_ours: torch.Tensor, loss_trl: torch.Tensor, g_ours: torch.Tensor, g_trl: torch.Tensor) -> None:

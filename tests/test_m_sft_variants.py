@@ -20,8 +20,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from datasets import Dataset, disable_progress_bars  # noqa: E402
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
@@ -41,6 +40,7 @@ from reference_impls.methods.otr import otr_loss  # noqa: E402
 from reference_impls.methods.token_cleaning import clean_mask, token_scores  # noqa: E402
 from reference_impls.tasks.addition import Addition  # noqa: E402
 from reference_impls.tasks.base_model import warm_start  # noqa: E402
+from reference_impls.testing import flat_grad, save_parity_tiny  # noqa: F401
 
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
@@ -54,30 +54,10 @@ L = math.log
 # ------------------------------------------------------------------------- DFT vs TRL 1.16
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Char-level tokenizer + 2-layer x 64-wide Llama, as tests/test_parity_trl.py builds it."""
-    chars = list("0123456789+= ")
-    vocab = {"<pad>": 0, "<eos>": 1} | {c: i + 2 for i, c in enumerate(chars)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-                      pad_token_id=0, eos_token_id=1, bos_token_id=None, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    hf_tok.save_pretrained(path)
-    return path
+    """The parity tests' tiny model (reference_impls.testing.save_parity_tiny), saved once."""
+    return save_parity_tiny(tmp_path_factory.mktemp("tiny"), "0123456789+= ")
 
 
-def flat_grad(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
-    model.zero_grad(set_to_none=True)
-    loss.backward()
-    g = torch.cat([torch.zeros_like(p).flatten() if p.grad is None else p.grad.flatten().clone()
-                   for p in model.parameters()])
-    model.zero_grad(set_to_none=True)
-    return g
 
 
 def test_dft_matches_trl(tiny_dir: Path, tmp_path: Path) -> None:

@@ -39,8 +39,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402  (trl and datasets are test dependencies: a missing one must fail, not skip)
 from datasets import Dataset, disable_progress_bars  # noqa: E402
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 from trl import (  # noqa: E402
     DPOConfig,
@@ -57,6 +56,7 @@ from reference_impls.methods.dpo import dpo_loss  # noqa: E402
 from reference_impls.methods.grpo import grpo_loss  # noqa: E402
 from reference_impls.methods.sft import sft_loss  # noqa: E402
 from reference_impls.tasks.addition import Addition  # noqa: E402
+from reference_impls.testing import flat_grad, load_noisy, save_parity_tiny, trl_args  # noqa: F401
 
 hf_logging.disable_progress_bar()
 disable_progress_bars()
@@ -71,27 +71,12 @@ ACHIEVED: dict[str, dict[str, float]] = {}  # test id -> achieved errors (for th
 
 
 # ---------------------------------------------------------------- tiny model, tokenizer, helpers
-CHARS = list("0123456789+= abcdefghijklmnopqrstuvwxyz")
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Char-level tokenizer + 2-layer x 64-wide Llama (~50 k params), saved once per module."""
-    vocab = {"<pad>": 0, "<eos>": 1} | {c: i + 2 for i, c in enumerate(CHARS)}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
-    cfg = LlamaConfig(
-        vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-        pad_token_id=0, eos_token_id=1, bos_token_id=None, tie_word_embeddings=False,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny")
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    hf_tok.save_pretrained(path)
-    return path
+    """The parity tests' tiny model (reference_impls.testing.save_parity_tiny), saved once."""
+    return save_parity_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -101,38 +86,16 @@ def _report() -> Iterator[None]:
         Path(out).write_text(json.dumps(ACHIEVED, indent=1, sort_keys=True))
 
 
-def load(path: Path, noise: float = 0.0, seed: int = 1) -> LlamaForCausalLM:
-    """Load the tiny model; `noise` > 0 perturbs every weight (policy != reference)."""
-    model = LlamaForCausalLM.from_pretrained(path).train()  # from_pretrained returns eval mode
-    if noise:
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(noise * torch.randn(p.shape, generator=g))
-    return model
+load = load_noisy
 
 
 def tokenizer(path: Path) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast.from_pretrained(path)
 
 
-def common_args(tmp: Path) -> dict[str, Any]:
-    return dict(
-        output_dir=str(tmp), bf16=False, use_cpu=True, gradient_checkpointing=False,
-        report_to="none", save_strategy="no", max_steps=1, logging_steps=1,
-    )  # fmt: skip
+common_args = trl_args
 
 
-def flat_grad(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
-    """d loss / d theta for every parameter, flattened: [n_params]."""
-    model.zero_grad(set_to_none=True)
-    loss.backward()
-    grads = [
-        torch.zeros_like(p).flatten() if p.grad is None else p.grad.detach().flatten().clone()
-        for p in model.parameters()
-    ]
-    model.zero_grad(set_to_none=True)
-    return torch.cat(grads)
 
 
 def compare(

@@ -63,7 +63,7 @@ def critic_targets(reward: Tensor, done: Tensor, next_v_bar: Tensor, q_bar_pi: T
                    gamma: float) -> tuple[Tensor, Tensor]:
     """reward, done [N]; next_v_bar = Vbar_k(s'), q_bar_pi = Qbar_k(s, a~pi) [N, 2] ->
     (y_Q, y_V) [N, 2]."""
-    y_q = reward[:, None] + gamma * (1 - done[:, None]) * next_v_bar  # r + gamma (1 - d) Vbar(s')
+    y_q = reward[:, None] + (1 - done[:, None]) * next_v_bar  # r + gamma (1 - d) Vbar(s')
     return y_q, q_bar_pi  # y_V = Qbar(s, a~pi)
 
 

@@ -18,6 +18,8 @@ verl/workers/actor/dp_actor.py, run.py), official followed:
     paper_hint=True draws l ~ Binomial(#steps, p(t + 1)) steps, 0 from t >= T_hint.
   * the code's NLL is a token mean per micro-batch; ours is over the whole batch's hint tokens
     (micro-batching does not change it).
+  * the code (scripts/train.sh) samples 256 prompts per batch and takes 4 optimizer steps on
+    mini-batches of 64 prompts; ours takes one step per collected batch (updates_per_batch 1).
 Official defaults: p_high 0.95, p_low 0.05, T_hint 300 of T 500 steps (so hint_frac 0.6),
 lambda (sft_loss_coef) 0.001, GRPO advantages, 4 rollouts per prompt, clip 0.2, entropy_coeff
 0.001, KL 0.001 (low_var_kl), token-mean. lr 1e-4, 100 steps, 16 prompts x 4 rollouts are ours:
