@@ -326,13 +326,14 @@ def evaluate(algo, policy, tok, task, cfg, run_id: str, stage: int, method: str)
             v = accuracy(policy, tok, task, probs)
             out.append(Result(benchmark=f"{task.name}-{split.value}", metric="accuracy", value=100 * v,
                               split=split, model=run_id, origin=Origin.measured,
-                              note=f"{note}; greedy decoding, mean task reward"))
+                              note=f"{note}; greedy decoding, mean task score"))
     if "verifiable_reward" in getattr(METHODS[method], "NEEDS", ()) and task.eval_sets.get("in_distribution"):
         T = getattr(cfg, "temperature", 1.0)
         r = mean_reward(policy, tok, task, task.eval_sets["in_distribution"], 4, T)
+        learned = " of the learned reward model" if getattr(task, "eval_reward", None) else ""
         out.append(Result(benchmark=f"{task.name}-in_distribution", metric="mean_reward", value=r,
                           unit="", split=Split.in_distribution, model=run_id, origin=Origin.measured,
-                          note=f"{note}; 4 samples/prompt, T={T}"))
+                          note=f"{note}; 4 samples/prompt, T={T}{learned}"))
     return out + evaluate_method(algo, task, run_id, stage, method)
 
 
@@ -352,6 +353,8 @@ def _use_reward_model(task, path: Path, device: str) -> None:
     """Later stages are rewarded by the learned reward model at `path` (RLHF)."""
     from reference_impls.core.reward_model import reward_fn
 
+    if getattr(task, "eval_reward", None) is None:
+        task.eval_reward = task.reward  # accuracy keeps measuring the task's own scorer
     task.reward = reward_fn(str(path), device)
 
 

@@ -249,3 +249,18 @@ def test_cli_pipeline_from_a_yaml_file(tmp_path):
     bad.write_text("stagez: []\n")
     res = CliRunner().invoke(app, ["run", "--config", str(bad)])
     assert res.exit_code == 2 and "unknown key(s) ['stagez']" in res.output
+
+
+def test_a_learned_reward_trains_but_the_task_scorer_evaluates(tmp_path):
+    """`sftrl run rm` writes a reward model; `--reward model:PATH` trains on its score, while the
+    reported accuracy stays the task's own scorer (exact match), not the reward model's."""
+    r = runner.run("rm", steps=1, out=tmp_path, progress=False, batch_size=8)
+    path = tmp_path / r.id / f"stage-{len(r.pipeline.stages)}" / "reward_model"
+    assert (path / "config.json").exists() and {x.metric for x in r.results} == {"rm_accuracy", "rm_margin"}
+    task = make_task("addition", reward=f"model:{path}")
+    p = task.prompts(1, random.Random(0))[0]
+    assert task.eval_reward(p, p.solution) == 1.0 and task.eval_reward(p, "0") == 0.0
+    assert task.reward(p, p.solution) not in (0.0, 1.0)  # a learned scalar score
+    g = runner.run("grpo", reward=f"model:{path}", steps=1, out=tmp_path, progress=False, batch_size=16)
+    acc = [x.value for x in g.results if x.metric == "accuracy"]
+    assert all(0.0 <= v <= 100.0 for v in acc) and acc[0] > 0  # exact match of the warm base, not RM scores

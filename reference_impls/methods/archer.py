@@ -52,6 +52,7 @@ class Config(TrainConfig):
     gamma: float = 0.95  # discount over utterances (official default.yaml: 0.95)
     tau: float = 0.1  # Polyak rate of the target critic (official: 0.1)
     actor_warmup: int = 5  # first steps train only the critic (official: warmup_iter = 20 iterations)
+    whiten: bool = False  # normalise the advantages over the step's rows (ours; official: raw A)
     critic_coef: float = 1.0  # weight of the critic loss in the one summed loss
     temperature: float = 1.0  # sampling temperature (log-probs are scored at the same T)
     max_new_tokens: int = 6  # utterance budget (the runner sets the task's unless given)
@@ -63,7 +64,7 @@ def critic_targets(reward: Tensor, done: Tensor, next_v_bar: Tensor, q_bar_pi: T
                    gamma: float) -> tuple[Tensor, Tensor]:
     """reward, done [N]; next_v_bar = Vbar_k(s'), q_bar_pi = Qbar_k(s, a~pi) [N, 2] ->
     (y_Q, y_V) [N, 2]."""
-    y_q = reward[:, None] + (1 - done[:, None]) * next_v_bar  # r + gamma (1 - d) Vbar(s')
+    y_q = reward[:, None] + gamma * (1 - done[:, None]) * next_v_bar  # r + gamma (1 - d) Vbar(s')
     return y_q, q_bar_pi  # y_V = Qbar(s, a~pi)
 
 
@@ -179,6 +180,8 @@ class Algo:
                                   q_bar_pi, c.gamma)
         q_pi, v_s = critic(ro.input_ids, ro.attention_mask, pv_at, last)
         adv = advantage(q_pi, v_s)  # online critic, as the official actor step
+        if c.whiten:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         batch = {"input_ids": ro.input_ids, "attention_mask": ro.attention_mask, "mask": ro.mask,
                  "advantages": adv, "actor_on": torch.full_like(adv, float(step >= c.actor_warmup)),
                  "c_ids": b["input_ids"], "c_am": b["attention_mask"], "c_v": v_at, "c_q": q_at,

@@ -57,6 +57,8 @@ def make_task(name: str | None = "addition", options: dict[str, Any] | None = No
     if reward is not None:
         from reference_impls.tasks.rewards import make_reward
 
+        if reward.startswith("model:"):  # a learned reward: keep the task's scorer for evaluation
+            task.eval_reward = task.reward
         task.reward = make_reward(reward, task)
     return task
 

@@ -54,6 +54,7 @@ class Task:
     max_new_tokens: int = 16  # a completion-length budget that fits this task's solutions
     provides: frozenset[str] = frozenset(SIGNALS)
     eval_sets: dict[str, list[Problem]]  # "in_distribution" / "out_of_distribution"
+    eval_reward = None  # the scorer evaluation uses when training optimises another reward (a learned RM)
 
     # --- to implement ------------------------------------------------------------------------
     def problems(self, n: int, rng: random.Random) -> list[Problem]:

@@ -133,6 +133,8 @@ class DatasetTask(Task):
             raise DataError([f"{path}: no rows"])
         ev = read_rows(Path(eval_data))[0] if eval_data else None
         task = cls(rows, ev, str(path), **options)
+        if reward.startswith("model:") and task._has_reference:
+            task.eval_reward = exact  # evaluate against the reference answers, not the learned reward
         task.reward = make_reward(reward, task)
         if reward in ("exact", "math") and not task._has_reference:
             task.provides = task.provides - {"verifiable_reward"}
