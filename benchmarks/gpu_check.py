@@ -3,7 +3,8 @@
     python benchmarks/gpu_check.py                  # CUDA: outputs under $OUT (else ./gpu_check_out)
     python benchmarks/gpu_check.py --cpu-dry-run    # the same code paths on CPU at toy sizes
 
-1. trains each of sft, dpo, ppo, grpo for `--steps` steps with `reference_impls.runner.run(...,
+1. trains every implemented method (`--methods all`, the default; or a comma list) for `--steps`
+   steps per stage with `reference_impls.runner.run(...,
    device="cuda")` in bf16 (autocast, fp32 master weights: TrainConfig.bf16 = True), and checks that
    each run finished with a full, finite history on the GPU;
 2. runs benchmarks/bench_trl.py at `--layers` x `--width` (default 8 x 512) on CUDA: our SFT / DPO /
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("sft", "dpo", "ppo", "grpo")
+METHODS = ("all",)  # every method whose registry entry has `impl`
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -119,7 +120,7 @@ def overrides(method: str, dry: bool) -> dict[str, Any]:
     if not dry:
         return {"bf16": True}
     return {"sft": {"batch_size": 8}, "dpo": {"batch_size": 8}, "ppo": {"batch_size": 8, "updates_per_batch": 2},
-            "grpo": {"batch_size": 8, "group_size": 4}}[method]  # fmt: skip
+            "grpo": {"batch_size": 8, "group_size": 4}}.get(method, {})  # fmt: skip
 
 
 def check_training(a: argparse.Namespace, device: str, rep: Report) -> None:
@@ -129,7 +130,12 @@ def check_training(a: argparse.Namespace, device: str, rep: Report) -> None:
 
     steps = a.steps or (2 if a.cpu_dry_run else 5)
     runs_dir = a.out / "runs"
-    for method in [m.strip() for m in a.methods.split(",") if m.strip()]:
+    from reference_impls.runner import METHODS as IMPLEMENTED
+    from reference_impls.runner import parse_pipeline
+
+    names = [m.strip() for m in a.methods.split(",") if m.strip()]
+    for method in sorted(IMPLEMENTED) if names == ["all"] else names:
+        steps_total = steps * len(parse_pipeline(method))
         rep.log(f"train {method}: {steps} steps on {device}")
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -143,7 +149,7 @@ def check_training(a: argparse.Namespace, device: str, rep: Report) -> None:
             continue
         wall = time.perf_counter() - t
         losses = [h.get("loss", float("nan")) for h in rec.history]
-        em = [r.value for r in rec.results if r.metric == "exact_match" and getattr(r.split, "value", r.split) == "in_distribution"]
+        em = [r.value for r in rec.results if r.metric == "accuracy" and getattr(r.split, "value", r.split) == "in_distribution"]
         rep.data["train"][method] = {
             "run_id": rec.id, "status": rec.status, "steps": len(rec.history), "wall_s": wall,
             "s_per_step": wall / max(len(rec.history), 1),  # includes the final evaluation
@@ -154,8 +160,8 @@ def check_training(a: argparse.Namespace, device: str, rep: Report) -> None:
         problems = []
         if rec.status != "finished":
             problems.append(f"status {rec.status}: {rec.message}")
-        if len(rec.history) != steps:
-            problems.append(f"history has {len(rec.history)} steps, expected {steps}")
+        if len(rec.history) != steps_total:
+            problems.append(f"history has {len(rec.history)} steps, expected {steps_total}")
         if not all(math.isfinite(x) for x in losses):
             problems.append(f"non-finite loss in {losses}")
         if device == "cuda" and not str(rec.device).startswith("cuda"):
