@@ -11,6 +11,8 @@ them, so one interface serves SFT, preference optimisation, RL and the SFT<->RL 
     expert_solutions    the expert completion of any prompt the policy samples (hybrids)
     solution_steps      that completion split into steps, "".join(steps) == solution
                         (Step-DPO, SRL, prefix and hint methods)
+    multi_turn          an environment: start(problem), turn(problem, dialogue, utterance)
+                        (ArCHer on tasks/guess.py)
 
 A method module declares `NEEDS = {...}` (names above); the runner checks the task `provides`
 them before training and otherwise stops with the method and the missing signal named.
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SIGNALS = ("demonstrations", "preference_pairs", "unpaired_labels", "verifiable_reward",
-           "expert_solutions", "solution_steps")
+           "expert_solutions", "solution_steps")  # multi_turn: only tasks that are environments
 
 
 class MissingSignal(ValueError):

@@ -180,7 +180,8 @@ class DatasetTask(Task):
         if missing:
             raise MissingSignal(
                 f"method {method!r} needs {', '.join(missing)}: columns "
-                f"{'; '.join(SIGNAL_COLUMNS[m] for m in missing)}. {self.source} has columns: "
+                f"{'; '.join(SIGNAL_COLUMNS.get(m, f'{m}: no dataset gives it (use --task)') for m in missing)}. "
+                f"{self.source} has columns: "
                 f"{', '.join(self._columns)}")
 
     # --- rows -> problems ---------------------------------------------------------------------
