@@ -296,8 +296,9 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
         write_run(record(history, results, "interrupted", f"interrupted (Ctrl-C); resume with --resume {rdir}"),
                   rdir / "run.json")
         raise
-    except UsageError:
-        shutil.rmtree(rdir, ignore_errors=True) if fresh and not history else None
+    except UsageError:  # e.g. a model that cannot be loaded: nothing trained, nothing to keep
+        if fresh and not history:
+            shutil.rmtree(rdir, ignore_errors=True)
         raise
     except Exception as e:  # record the failure, then let it propagate
         write_run(record(history, [], "failed", f"{type(e).__name__}: {e}"), rdir / "run.json")
