@@ -86,3 +86,25 @@ def trl_args(tmp) -> dict:
     """TRL config arguments for a CPU, fp32, one-step, no-save parity run."""
     return dict(output_dir=str(tmp), bf16=False, use_cpu=True, gradient_checkpointing=False,
                 report_to="none", save_strategy="no", max_steps=1, logging_steps=1)
+
+
+GRPO_G, GRPO_P, GRPO_T = 8, 6, 8  # completions (2 groups of 4), prompt width, completion width
+
+
+def crafted_grpo_batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A crafted rollout batch in TRL's GRPO layout: left-padded prompts (every other one with 2
+    pads), completions of lengths 8,5,3,8,1,6,8,2 (EOS then pad), advantages of both signs and a 0."""
+    G, P, T = GRPO_G, GRPO_P, GRPO_T
+    g = torch.Generator().manual_seed(seed)
+    prompt_ids = torch.randint(2, 40, (G, P), generator=g)  # [G, P]
+    prompt_mask = torch.ones(G, P, dtype=torch.long)
+    prompt_mask[::2, :2] = 0
+    prompt_ids[prompt_mask == 0] = 0
+    completion_ids = torch.randint(2, 40, (G, T), generator=g)  # [G, T]
+    lengths = torch.tensor([8, 5, 3, 8, 1, 6, 8, 2])  # [G] tokens kept (incl. EOS)
+    completion_mask = (torch.arange(T)[None, :] < lengths[:, None]).long()  # [G, T]
+    completion_ids[torch.arange(G), lengths - 1] = 1  # EOS last, then pad
+    completion_ids[completion_mask == 0] = 0
+    return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
+            "completion_mask": completion_mask,
+            "advantages": torch.tensor([1.2, -0.7, 0.0, -0.5, 0.9, -1.4, 0.3, 0.6])}

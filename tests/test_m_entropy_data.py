@@ -37,7 +37,7 @@ from reference_impls.methods import (
 from reference_impls.tasks.addition import Addition, mean_reward
 from reference_impls.tasks.base import Problem
 from reference_impls.tasks.base_model import warm_start
-from reference_impls.testing import flat_grad, save_parity_tiny  # noqa: F401
+from reference_impls.testing import crafted_grpo_batch, flat_grad, save_parity_tiny  # noqa: F401
 
 METHODS = ["entropy-bonus", "clip-cov", "kl-cov", "entropy-advantage", "greso", "pods", "sec"]
 
@@ -63,21 +63,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 
-def crafted_batch() -> dict[str, torch.Tensor]:
-    """Left-padded prompts, completions with EOS then padding, advantages of both signs and a 0."""
-    g = torch.Generator().manual_seed(0)
-    prompt_ids = torch.randint(2, 40, (G, P), generator=g)
-    prompt_mask = torch.ones(G, P, dtype=torch.long)
-    prompt_mask[::2, :2] = 0
-    prompt_ids[prompt_mask == 0] = 0
-    completion_ids = torch.randint(2, 40, (G, T), generator=g)
-    lengths = torch.tensor([8, 5, 3, 8, 1, 6, 8, 2])
-    completion_mask = (torch.arange(T)[None, :] < lengths[:, None]).long()
-    completion_ids[torch.arange(G), lengths - 1] = 1
-    completion_ids[completion_mask == 0] = 0
-    return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
-            "completion_mask": completion_mask,
-            "advantages": torch.tensor([1.2, -0.7, 0.0, -0.5, 0.9, -1.4, 0.3, 0.6])}
+crafted_batch = crafted_grpo_batch  # reference_impls.testing
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")

@@ -36,7 +36,13 @@ from reference_impls.methods.reinforce import reinforce_loss  # noqa: E402
 from reference_impls.methods.reinforce_pp import reinforce_pp_advantages, reinforce_pp_loss  # noqa: E402
 from reference_impls.methods.rloo import rloo_advantages, rloo_loss  # noqa: E402
 from reference_impls.tasks.addition import Addition  # noqa: E402
-from reference_impls.testing import flat_grad, load_noisy, save_parity_tiny, trl_args  # noqa: F401
+from reference_impls.testing import (  # noqa: F401
+    crafted_grpo_batch,
+    flat_grad,
+    load_noisy,
+    save_parity_tiny,
+    trl_args,
+)
 
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
@@ -240,21 +246,7 @@ def compare(loss_ours, loss_trl, g_ours, g_trl) -> None:
     assert (g_ours - g_trl).abs().max() <= GRAD_RTOL * g_trl.abs().max() + GRAD_ATOL
 
 
-def crafted_batch(seed: int = 0) -> dict[str, torch.Tensor]:
-    """Left-padded prompts, completions of lengths 8,5,3,8,1,6,8,2 (EOS then pad), mixed-sign A."""
-    g = torch.Generator().manual_seed(seed)
-    prompt_ids = torch.randint(2, 40, (G, P), generator=g)
-    prompt_mask = torch.ones(G, P, dtype=torch.long)
-    prompt_mask[::2, :2] = 0
-    prompt_ids[prompt_mask == 0] = 0
-    completion_ids = torch.randint(2, 40, (G, T), generator=g)
-    lengths = torch.tensor([8, 5, 3, 8, 1, 6, 8, 2])
-    completion_mask = (torch.arange(T)[None, :] < lengths[:, None]).long()
-    completion_ids[torch.arange(G), lengths - 1] = 1
-    completion_ids[completion_mask == 0] = 0
-    return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
-            "completion_mask": completion_mask,
-            "advantages": torch.tensor([1.2, -0.7, 0.0, -0.5, 0.9, -1.4, 0.3, 0.6])}
+crafted_batch = crafted_grpo_batch  # reference_impls.testing
 
 
 def completion_logps(model, b) -> torch.Tensor:

@@ -56,7 +56,13 @@ from reference_impls.methods.dpo import dpo_loss  # noqa: E402
 from reference_impls.methods.grpo import grpo_loss  # noqa: E402
 from reference_impls.methods.sft import sft_loss  # noqa: E402
 from reference_impls.tasks.addition import Addition  # noqa: E402
-from reference_impls.testing import flat_grad, load_noisy, save_parity_tiny, trl_args  # noqa: F401
+from reference_impls.testing import (  # noqa: F401
+    crafted_grpo_batch,
+    flat_grad,
+    load_noisy,
+    save_parity_tiny,
+    trl_args,
+)
 
 hf_logging.disable_progress_bar()
 disable_progress_bars()
@@ -261,23 +267,7 @@ def grpo_trainer(tiny_dir: Path, tmp: Path, **cfg: Any) -> tuple[GRPOTrainer, Ll
     return trainer, model
 
 
-def grpo_batch(seed: int = 0) -> dict[str, torch.Tensor]:
-    """A crafted rollout batch: left-padded prompts, completions with masked tails (EOS then pad)."""
-    g = torch.Generator().manual_seed(seed)
-    prompt_ids = torch.randint(2, 40, (G, P), generator=g)  # [G, P]
-    prompt_mask = torch.ones(G, P, dtype=torch.long)
-    prompt_mask[::2, :2] = 0  # every other prompt has 2 pad tokens on the left
-    prompt_ids[prompt_mask == 0] = 0
-    completion_ids = torch.randint(2, 40, (G, T), generator=g)  # [G, T]
-    lengths = torch.tensor([8, 5, 3, 8, 1, 6, 8, 2])  # [G] tokens kept (incl. EOS)
-    completion_mask = (torch.arange(T)[None, :] < lengths[:, None]).long()  # [G, T]
-    completion_ids[torch.arange(G), lengths - 1] = 1  # EOS last, then pad
-    completion_ids[completion_mask == 0] = 0
-    advantages = torch.tensor([1.2, -0.7, 0.0, -0.5, 0.9, -1.4, 0.3, 0.6])  # [G], both signs and a 0
-    return {
-        "prompt_ids": prompt_ids, "prompt_mask": prompt_mask,
-        "completion_ids": completion_ids, "completion_mask": completion_mask, "advantages": advantages,
-    }  # fmt: skip
+grpo_batch = crafted_grpo_batch  # reference_impls.testing
 
 
 def our_grpo_logps(model: torch.nn.Module, b: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
