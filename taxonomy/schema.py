@@ -145,6 +145,23 @@ class Origin(StrEnum):
     measured = "measured"  # measured by a run of ours
 
 
+class PipelineRead(StrEnum):
+    """Where a study's training pipeline was read, so a reader (and the trend report) can weigh it."""
+
+    abstract = "abstract"  # the arXiv abstract page only
+    paper_body = "paper_body"  # the method / experiments section of the paper (arXiv HTML or PDF)
+    official_code = "official_code"  # the authors' repository: README or training scripts
+    model_card = "model_card"  # the released model's card
+    secondary = "secondary"  # a summary written by someone else
+
+
+class Modality(StrEnum):
+    """The survey covers text-only tasks; multimodal studies stay out of survey-comparable counts."""
+
+    text = "text"
+    multimodal = "multimodal"
+
+
 class Split(StrEnum):
     in_distribution = "in_distribution"
     out_of_distribution = "out_of_distribution"
@@ -217,6 +234,9 @@ class Stage(Strict):
     data: list[Data] = []
     hyperparameters: dict[str, float | int | str | bool] = {}
     note: str | None = None
+    # Set when the paper's own algorithm is not in the registry and `method` is its nearest
+    # registered relative: says what differs. Adoption counts exclude approximated stages.
+    approximation: str | None = None
 
 
 class Pipeline(Strict):
@@ -270,6 +290,9 @@ class Study(Strict):
     results: list[Result] = []
     sources: list[Url] = Field(min_length=1)
     secondary: bool = False  # True if some facts were read from a secondary summary
+    modality: Modality = Modality.text
+    pipeline_read: PipelineRead | None = None  # where the pipeline was read (required for RL-only)
+    pipeline_evidence: str | None = None  # the words seen there, quoted, with which URL
     note: str | None = None
 
     @field_validator("date", mode="before")
