@@ -38,15 +38,23 @@ def _paradigm(run: Run) -> str | None:
     return str(derive_paradigm([reg[m].paradigm for m in ids])) if ids and all(m in reg for m in ids) else None
 
 
-def runs_results(runs: list[Run]) -> pd.DataFrame:
-    """Measured results, with the same columns as `Catalog.results()` (study = run id)."""
-    rows = [{"study": r.id, "year": int(r.created[:4]), "domain": "math", "paradigm": _paradigm(r),
-             **x.model_dump(mode="json"), "model": x.model or r.model}
-            for r in runs for x in r.results]
+def runs_results(runs: list[Run], catalog=None) -> pd.DataFrame:
+    """Measured results, with the same columns as `Catalog.results()`. A run that replicates a
+    catalogued study (`sftrl replicate`) is filed under that study (its domain and year, when a
+    catalogue is given); any other run under its own id. The run id is kept in `run`."""
+    studies = {s.id: s for s in catalog.studies} if catalog is not None else {}
+    rows = []
+    for r in runs:
+        st = studies.get(r.replicates) if r.replicates else None
+        for x in r.results:
+            rows.append({"study": r.replicates or r.id, "year": st.year if st else int(r.created[:4]),
+                         "domain": st.domains[0].value if st else "math", "paradigm": _paradigm(r),
+                         **x.model_dump(mode="json"), "model": x.model or r.model, "run": r.id})
     return pd.DataFrame(rows, columns=["study", "year", "domain", "paradigm", "benchmark", "metric", "value",
-                                       "unit", "split", "model", "origin", "note"])
+                                       "unit", "split", "model", "origin", "note", "run"])
 
 
 def combined_results(catalog, root: Path | str = "runs") -> pd.DataFrame:
-    """Reported results of the catalogue and measured results of our runs, in one table (`origin` tells)."""
-    return pd.concat([catalog.results(), runs_results(load_runs(root)[0])], ignore_index=True)
+    """Reported results of the catalogue and measured results of our runs, in one table (`origin`
+    tells them apart; a replication's rows carry the study's id, beside the study's own numbers)."""
+    return pd.concat([catalog.results(), runs_results(load_runs(root)[0], catalog)], ignore_index=True)
