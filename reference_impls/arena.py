@@ -131,15 +131,17 @@ def mean_ci(xs: list[float]) -> tuple[float, float]:
     return m, T975.get(len(xs) - 1, 1.96) * statistics.stdev(xs) / math.sqrt(len(xs))
 
 
-def compare(a: list[float], b: list[float]) -> tuple[float, float, str]:
-    """a - b: difference of means, its 95% half-width (Welch, conservative df), and a word:
-    'higher' / 'lower' when the interval excludes 0, 'tie' when it does not."""
-    d = statistics.fmean(a) - statistics.fmean(b)
-    if min(len(a), len(b)) < 2:
-        return d, math.nan, ("higher" if d > 0 else "lower" if d < 0 else "tie") + " (one seed: no interval)"
-    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
-    hw = T975.get(min(len(a), len(b)) - 1, 1.96) * se
-    return d, hw, "higher" if d - hw > 0 else "lower" if d + hw < 0 else "tie"
+def compare(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, str]:
+    """a - b over the seeds both have, paired by seed (the entries of one seed share their base):
+    mean difference, its 95% t half-width, and a word: 'higher' / 'lower' when the interval
+    excludes 0, 'tie' when it does not."""
+    d = [a[k] - b[k] for k in sorted(a.keys() & b.keys())]
+    if not d:
+        return math.nan, math.nan, "no common seeds"
+    m, hw = mean_ci(d)
+    if len(d) < 2:
+        return m, hw, ("higher" if m > 0 else "lower" if m < 0 else "tie") + " (one seed: no interval)"
+    return m, hw, "higher" if m - hw > 0 else "lower" if m + hw < 0 else "tie"
 
 
 def table(spec: ArenaSpec, runs: dict[str, list[dict]]) -> list[dict[str, Any]]:
@@ -158,8 +160,8 @@ def table(spec: ArenaSpec, runs: dict[str, list[dict]]) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------ the survey's claims
 
 
-def _scores(runs, entry, split):
-    return [r[split] for r in runs.get(entry, []) if r["status"] == "finished" and r[split] is not None]
+def _scores(runs, entry, split) -> dict[int, float]:
+    return {r["seed"]: r[split] for r in runs.get(entry, []) if r["status"] == "finished" and r[split] is not None}
 
 
 def _fmt(d: float, hw: float, word: str) -> str:
@@ -205,7 +207,7 @@ def claims(spec: ArenaSpec, runs: dict[str, list[dict]]) -> list[dict[str, str]]
     # 3. Single-stage hybrids against two-stage SFT -> RL at the same budget.
     parts, words = [], []
     if seq:
-        best = max(seq, key=lambda e: statistics.fmean(_scores(runs, e, ID)))
+        best = max(seq, key=lambda e: statistics.fmean(_scores(runs, e, ID).values()))
         for e in single:
             for split in (ID, OOD):
                 c = compare(_scores(runs, e, split), _scores(runs, best, split))
@@ -223,13 +225,13 @@ def claims(spec: ArenaSpec, runs: dict[str, list[dict]]) -> list[dict[str, str]]
                                "a weaker base: --base-steps 150)"})
     else:
         parts, words = [f"base ID accuracy {b:.1f}%"], []
-        gain = {e: [r[ID] - r[f"start_{ID}"] for r in runs[e] if r["status"] == "finished"] for e in par}
+        gain = {e: {r["seed"]: r[ID] - r[f"start_{ID}"] for r in runs[e] if r["status"] == "finished"} for e in par}
         for h in single:
             for r in rl:
                 c = compare(gain[h], gain[r])
                 parts.append(f"ID gain {h} − {r}: {_fmt(*c)}")
                 words.append(c[2])
-        parts += [f"{r} ID gain {statistics.fmean(gain[r]):+.1f}" for r in rl]
+        parts += [f"{r} ID gain {statistics.fmean(gain[r].values()):+.1f}" for r in rl]
         out.append({"claim": "4. Base mostly fails: expert-data hybrids learn, plain RL stalls",
                     "verdict": verdict(words, "higher") if words else "not tested", "numbers": "; ".join(parts)})
     return out
@@ -286,7 +288,8 @@ def report(state: dict[str, Any]) -> str:
              f"Model `{s.model}`; every entry starts from the same warm-start base per seed "
              f"({s.base_steps or 400} SFT steps); budget {s.budget:,} training rows per entry (SFT sequences, "
              f"preference pairs or RL completions; a pipeline splits it equally); {s.seeds} seed(s); "
-             "scores are greedy accuracy (%) with the task's scorer, mean ± 95% t-interval over seeds.", "",
+             "scores are greedy accuracy (%) with the task's scorer, mean ± 95% t-interval over seeds. Comparisons "
+             "below are paired by seed (the entries of a seed share their base).", "",
              "| entry | paradigm | seeds | ID accuracy | OOD accuracy | rows | tokens | train s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in state["table"]:

@@ -32,17 +32,20 @@ def test_plan_splits_the_budget_in_rows_over_stages():
 def test_intervals_and_comparisons_by_hand():
     m, hw = mean_ci([1.0, 2.0, 3.0])  # sd 1, t(2) = 4.303
     assert m == 2.0 and hw == pytest.approx(4.303 / math.sqrt(3), rel=1e-4)
-    d, hw, word = compare([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])  # se = sqrt(1/3), hw = 2.484 > 2
-    assert (d, word) == (2.0, "tie") and hw == pytest.approx(4.303 * math.sqrt(1 / 3), rel=1e-4)
-    d, hw, word = compare([10.0, 11.0, 12.0], [0.0, 1.0, 2.0])  # se = sqrt(2/3), hw = 3.51 < 10
-    assert word == "higher" and hw == pytest.approx(4.303 * math.sqrt(2 / 3), rel=1e-4)
-    assert compare([0.0, 1.0, 2.0], [10.0, 11.0, 12.0])[2] == "lower"
-    assert compare([3.0], [1.0])[2].startswith("higher (one seed")
+    seeds = lambda *xs: dict(enumerate(xs))  # noqa: E731
+    d, hw, word = compare(seeds(1.0, 2.0, 3.0), seeds(0.0, 0.0, 0.0))  # d = 1,2,3: hw 2.484 > 2
+    assert (d, word) == (2.0, "tie") and hw == pytest.approx(4.303 / math.sqrt(3), rel=1e-4)
+    # paired: a base that moves both entries (per-seed offsets 0, 30, 60) cancels out
+    d, hw, word = compare(seeds(10.0, 41.0, 72.0), seeds(0.0, 30.0, 60.0))  # d = 10,11,12
+    assert (d, word) == (11.0, "higher") and hw == pytest.approx(4.303 / math.sqrt(3), rel=1e-4)
+    assert compare(seeds(0.0, 30.0, 60.0), seeds(10.0, 41.0, 72.0))[2] == "lower"
+    assert compare({0: 3.0}, {0: 1.0})[2].startswith("higher (one seed")
+    assert compare({0: 1.0, 1: 2.0}, {1: 1.0, 2: 5.0})[2].startswith("higher (one seed")  # seed 1 only
 
 
 def _runs(scores: dict[str, list[tuple[float, float]]], start: float = 10.0) -> dict:
-    return {e: [{"status": "finished", "in_distribution": i, "out_of_distribution": o,
-                 "start_in_distribution": start} for i, o in v] for e, v in scores.items()}
+    return {e: [{"seed": k, "status": "finished", "in_distribution": i, "out_of_distribution": o,
+                 "start_in_distribution": start} for k, (i, o) in enumerate(v)] for e, v in scores.items()}
 
 
 def test_verdicts_follow_the_numbers():
