@@ -2,9 +2,10 @@
 
 Exit codes: 0 success, 1 invalid data (every problem is listed), 2 usage error.
 Torch is imported only by `sftrl run` / `sftrl runs`.
+Start-up time (issue 16): rich is imported on the first print, its Table only for a table, and the
+annotations below are evaluated once at import (no `from __future__ import annotations`: typer would
+evaluate every command's annotation strings twice, on every call).
 """
-
-from __future__ import annotations
 
 import sys
 from enum import StrEnum
@@ -12,8 +13,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from taxonomy.loading import DataError
 from taxonomy.registry import DATA_ENV
@@ -32,8 +31,27 @@ graph_app = typer.Typer(help="The method graph: lineage, descendants, paths, exp
 app.add_typer(methods_app, name="methods")
 app.add_typer(graph_app, name="graph")
 
-out = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, soft_wrap=True)
+
+
+class _Console:
+    """A rich Console made on first use (`sftrl --help` prints nothing through it)."""
+
+    def __init__(self, **settings: object):
+        self._settings, self._console = settings, None
+
+    def get(self):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._settings)
+        return self._console
+
+    def print(self, *objects: object, **kwargs: object) -> None:
+        self.get().print(*objects, **kwargs)
+
+
+out = _Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+err = _Console(stderr=True, soft_wrap=True)
 
 DataOpt = Annotated[
     Path | None,
@@ -65,9 +83,15 @@ def _usage(msg: str) -> None:
     raise typer.Exit(2)
 
 
+def _data_dir(data: Path | None) -> None:
+    if data is not None and not data.is_dir():
+        _usage(f"--data {data}: no such folder (expected a catalogue folder with methods.yaml and studies/)")
+
+
 def _catalog(data: Path | None):
     from catalog import Catalog
 
+    _data_dir(data)
     try:
         return Catalog.load(data)
     except DataError as e:
@@ -77,6 +101,7 @@ def _catalog(data: Path | None):
 def _registry(data: Path | None):
     from taxonomy.registry import load_registry
 
+    _data_dir(data)
     try:
         return load_registry(data)
     except DataError as e:
@@ -87,6 +112,8 @@ def _emit(df, fmt: Fmt, title: str | None = None, columns: list[str] | None = No
     from catalog import export
 
     if fmt is Fmt.table:
+        from rich.table import Table
+
         shown = df[columns] if columns else df
         t = Table(title=title, show_lines=False, header_style="bold")
         for c in shown.columns:
@@ -95,8 +122,8 @@ def _emit(df, fmt: Fmt, title: str | None = None, columns: list[str] | None = No
             t.add_row(*("; ".join(map(str, v)) if isinstance(v, list) else ("" if v is None else str(v)) for v in row))
         out.print(t)
         out.print(f"{len(df)} row(s)", style="dim")
-    elif fmt is Fmt.bibtex and "arxiv" not in df.columns:
-        _usage("--format bibtex applies to studies only")
+    elif fmt is Fmt.bibtex and not {"arxiv", "title"} <= set(df.columns):
+        _usage("--format bibtex applies to studies only (sftrl studies --format bibtex)")
     else:
         sys.stdout.write(export.FORMATS[fmt.value](df))
 
@@ -117,8 +144,13 @@ def methods_list(
 
     Example: sftrl methods list --paradigm hybrid --format csv
     """
-    import pandas as pd
+    from catalog.export import Rows
+    from taxonomy.schema import Family, Paradigm, Signal
 
+    for value, enum, opt in ((paradigm, Paradigm, "--paradigm"), (family, Family, "--family"),
+                             (signal, Signal, "--signal")):
+        if value is not None and value.lower() not in {e.value for e in enum}:
+            _usage(f"{opt}: unknown value {value!r}; expected one of {', '.join(e.value for e in enum)}")
     reg = _registry(data)
     rows = [
         {"id": m.id, "name": m.name, "paradigm": str(m.paradigm), "family": str(m.family), "year": m.year,
@@ -130,8 +162,7 @@ def methods_list(
         and (signal is None or signal.lower() in m.signals)
         and (not implemented or m.impl)
     ]
-    df = pd.DataFrame(rows, columns=["id", "name", "paradigm", "family", "year", "arxiv", "signals",
-                                     "policy", "impl", "idea"])
+    df = Rows(rows, ["id", "name", "paradigm", "family", "year", "arxiv", "signals", "policy", "impl", "idea"])
     _emit(df, fmt, "methods", ["id", "name", "paradigm", "family", "year", "arxiv", "impl"])
 
 
@@ -144,7 +175,7 @@ def methods_show(
 
     Example: sftrl methods show dft
     """
-    from taxonomy.graph import build_graph, neighbours
+    from taxonomy.graph import method_graph, neighbours
 
     reg = _registry(data)
     try:
@@ -162,7 +193,7 @@ def methods_show(
     if m.impl:
         for line in _method_options(m.id):
             out.print(line, markup=False, highlight=False)
-    rel = neighbours(build_graph(reg), m.id)
+    rel = neighbours(method_graph(reg), m.id)
     if rel:
         out.print("relations:")
         for r in rel:
@@ -182,9 +213,9 @@ def graph_lineage(
 
     Example: sftrl graph lineage luffy
     """
-    from taxonomy.graph import build_graph, descendants, lineage
+    from taxonomy.graph import descendants, lineage, method_graph
 
-    g = build_graph(_registry(data))
+    g = method_graph(_registry(data))
     try:
         ids = (descendants if descendants_ else lineage)(g, method)
     except KeyError as e:
@@ -207,18 +238,17 @@ def graph_neighbours(
 
     Example: sftrl graph neighbours ppo --kind removes_component
     """
-    import pandas as pd
-
-    from taxonomy.graph import build_graph, neighbours
+    from catalog.export import Rows
+    from taxonomy.graph import method_graph, neighbours
     from taxonomy.schema import RelationKind
 
     if kind is not None and kind not in {k.value for k in RelationKind}:
         _usage(f"unknown kind {kind!r}; expected one of {', '.join(k.value for k in RelationKind)}")
     try:
-        rows = neighbours(build_graph(_registry(data)), method, kind)
+        rows = neighbours(method_graph(_registry(data)), method, kind)
     except KeyError as e:
         _usage(str(e.args[0]))
-    _emit(pd.DataFrame(rows, columns=["source", "kind", "target", "note", "citation"]), fmt, f"relations of {method}")
+    _emit(Rows(rows, ["source", "kind", "target", "note", "citation"]), fmt, f"relations of {method}")
 
 
 @graph_app.command("path")
@@ -231,16 +261,14 @@ def graph_path(
 
     Example: sftrl graph path dft grpo
     """
-    import networkx as nx
+    from taxonomy.graph import NoPath, method_graph, path
 
-    from taxonomy.graph import build_graph, path
-
-    g = build_graph(_registry(data))
+    g = method_graph(_registry(data))
     try:
         steps = path(g, a, b)
     except KeyError as e:
         _usage(str(e.args[0]))
-    except nx.NetworkXNoPath:
+    except NoPath:
         out.print(f"no path between {a} and {b}")
         return
     for s in steps:
@@ -258,16 +286,21 @@ def graph_export(
 
     Example: sftrl graph export --format mermaid --paradigm hybrid -o graph.mmd
     """
-    from taxonomy.graph import EXPORTS, build_graph, by_paradigm
+    from taxonomy.graph import EXPORTS, by_paradigm, method_graph
 
     if fmt not in EXPORTS:
         _usage(f"unknown format {fmt!r}; expected one of {', '.join(EXPORTS)}")
-    g = build_graph(_registry(data))
+    if bad := [p for p in paradigm or [] if p not in ("sft", "rl", "hybrid")]:
+        _usage(f"--paradigm: unknown value {bad[0]!r}; expected one of sft, rl, hybrid")
+    g = method_graph(_registry(data))
     if paradigm:
         g = by_paradigm(g, paradigm)
     text = EXPORTS[fmt](g)
     if output:
-        output.write_text(text)
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as e:
+            _usage(f"--out {output}: cannot write it ({e.strerror or e})")
         err.print(f"wrote {output} ({g.number_of_nodes()} nodes, {g.number_of_edges()} edges)", markup=False)
     else:
         sys.stdout.write(text)
@@ -287,6 +320,7 @@ def studies(
     base_model: Annotated[str | None, typer.Option(help="Substring of a base model, e.g. qwen")] = None,
     text: Annotated[str | None, typer.Option("--text", "-t", help="Substring of title / id / pipeline")] = None,
     results: Annotated[bool, typer.Option("--results", help="Show the reported results of the matching studies.")] = False,
+    runs: Annotated[Path | None, typer.Option("--runs", help="With --results: also the measured results of runs in this folder that replicate a matching study (sftrl replicate)")] = None,
     fmt: FmtOpt = Fmt.table,
     data: DataOpt = None,
 ) -> None:
@@ -294,16 +328,33 @@ def studies(
 
     Example: sftrl studies --domain math --year 2025 --method grpo --descendants --format csv
     """
+    from catalog.catalog import RESULT_COLUMNS
+    from catalog.export import Rows
+
+    if descendants_ and method is None:
+        _usage("--descendants needs --method (e.g. --method grpo --descendants)")
     cat = _catalog(data)
     try:
-        df = cat.query(domain=domain or None, year=year or None, paradigm=paradigm or None, method=method,
-                       include_descendants=descendants_, source=source, base_model=base_model, text=text)
+        df = cat.select(domain=domain or None, year=year or None, paradigm=paradigm or None, method=method,
+                        include_descendants=descendants_, source=source, base_model=base_model, text=text)
     except (KeyError, ValueError) as e:
         _usage(str(e.args[0]))
     if results:
-        res = cat.results()
-        res = res[res["study"].isin(set(df["id"]))].reset_index(drop=True)
-        _emit(res, fmt, "reported results", ["study", "benchmark", "metric", "value", "model"])
+        ids = {r["id"] for r in df.records}
+        rows = [r for r in cat.result_records() if r["study"] in ids]
+        if runs is not None:  # replications: measured numbers beside the reported ones
+            from catalog.runs import load_runs, runs_results
+
+            rs, bad = load_runs(runs)
+            for b in bad:
+                err.print(f"warning: {b}", markup=False)
+            measured = runs_results([r for r in rs if r.replicates in ids], cat)
+            rows += [{k: (None if v != v else v) for k, v in r.items() if k in RESULT_COLUMNS}
+                     for r in measured.to_dict("records")]
+        res = Rows(rows, RESULT_COLUMNS)
+        _emit(res, fmt, "reported and measured results" if runs else "reported results",
+              ["study", "origin", "benchmark", "metric", "value", "model"] if runs else
+              ["study", "benchmark", "metric", "value", "model"])
         return
     _emit(df, fmt, "studies", ["id", "year", "domain", "paradigm", "pipeline", "title"])
 
@@ -349,16 +400,60 @@ def trends_cmd(
     if fmt not in ("png", "svg", "pdf"):
         _usage(f"unknown format {fmt!r}; expected png, svg or pdf")
     if corpus is not None and not corpus.is_file():
-        _usage(f"no such corpus file: {corpus}")
+        _usage(f"no such corpus file: {corpus}" if not corpus.exists() else f"--corpus {corpus}: not a regular file")
+    if k < 1:
+        _usage(f"--k must be at least 1 (got {k})")
+    if out_dir.exists() and not out_dir.is_dir():
+        _usage(f"--out {out_dir}: exists and is not a folder")
     cat = _catalog(data)
     try:
-        with Progress(console=err, transient=True) as bar:
+        with Progress(console=err.get(), transient=True) as bar:
             task = bar.add_task("drawing figures", total=7)
             paths = write_trends(cat, out_dir, fmt, domain=domain or None, years=year or None, corpus=corpus,
                                  k=k, partial_year=partial_year, progress=lambda _: bar.advance(task))
-    except ValueError as e:
-        _usage(str(e))
+    except (KeyError, ValueError) as e:
+        _usage(str(e.args[0]) if isinstance(e, KeyError) else str(e))
+    except OSError as e:
+        _usage(f"--out {out_dir}: cannot write there ({e.strerror or e})")
     out.print(f"wrote {len(paths)} files to {out_dir}/ (report: {out_dir / 'trends.md'})", markup=False)
+
+
+@app.command("site")
+def site_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the site into: new, empty, or "
+                                          "one an earlier `sftrl site` built (it is replaced)")] = Path("out/site"),
+    data: DataOpt = None,
+    runs: Annotated[Path, typer.Option("--runs", help="Recorded runs to show on the method pages "
+                                       "(a missing folder means none)")] = Path("runs"),
+    arena: Annotated[Path | None, typer.Option("--arena", help="Arena results (*/arena.json) for the trends "
+                                               "page (default: the project's docs/arena/; missing means none)")] = None,
+    repo_url: Annotated[str | None, typer.Option("--repo-url", help="Also link each reference file to this "
+                                                 "repository, e.g. https://github.com/OWNER/sftrl")] = None,
+) -> None:
+    """Build the explorer: a static web site of the studies, methods, method graph, trends and runs.
+
+    The site needs no server and no network: open OUT/index.html in a browser (file:// works), or
+    publish the folder on any static host. Pages: a searchable, filterable studies table with CSV
+    and BibTeX export; a page per study (pipeline, results, sources, BibTeX); a page per method
+    (objective, relations, studies per year, reference code, runs); the interactive method graph;
+    the trend figures with their tables.
+
+    Example: sftrl site --out out/site --data my_catalogue/ --runs runs/
+    """
+    from explorer import build_site
+
+    try:
+        stats = build_site(out_dir, data, runs, repo_url=repo_url, arena_dir=arena)
+    except DataError as e:
+        _fail_data(e)
+    except FileExistsError as e:
+        _usage(str(e))
+    for w in stats.warnings:
+        err.print(f"warning: {w}", markup=False)
+    name, size = stats.heaviest()
+    out.print(f"wrote {stats.pages} pages ({stats.studies} studies, {stats.methods} methods, {stats.runs} runs) "
+              f"to {out_dir}/ in {stats.seconds:.1f} s; heaviest page {name} {size / 1e6:.2f} MB with its "
+              f"assets\nopen {out_dir / 'index.html'}", markup=False, highlight=False)
 
 
 def _method_options(method: str) -> list[str]:
@@ -391,6 +486,26 @@ def _kv(items: list[str] | None, what: str) -> dict:
     return outd
 
 
+def _launch(nproc: int) -> None:
+    """`sftrl run ... --nproc N`: run this very command line (without --nproc) under torchrun."""
+    import subprocess
+
+    argv = sys.argv[1:]
+    if "run" not in argv:
+        _usage("--nproc: launch from a command line (sftrl run ... --nproc N)")
+    args, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+           "-m", "sftrl_cli", *args]
+    raise typer.Exit(subprocess.call(cmd))
+
+
 @app.command("run", context_settings={"allow_extra_args": False})
 def run_cmd(
     methods: Annotated[str | None, typer.Argument(
@@ -411,6 +526,9 @@ def run_cmd(
     save_every: Annotated[int | None, typer.Option("--save-every", help="Checkpoint every N steps (for --resume; default: end of each stage)")] = None,
     warm: Annotated[bool | None, typer.Option("--warm/--no-warm", help="Put the cached warm-start SFT stage first (default: on the tiny preset, for methods that start from a base)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's, one per core; measured fastest here even for the tiny preset)")] = None,
+    nproc: Annotated[int, typer.Option("--nproc", help="Train data-parallel in N processes (launches torchrun; gloo on CPU, nccl on CUDA: one GPU each)")] = 1,
+    fsdp: Annotated[bool, typer.Option("--fsdp", help="With --nproc N: shard parameters, gradients and AdamW states over the processes (FSDP2)")] = False,
+    lora: Annotated[str | None, typer.Option("--lora", help="Train LoRA adapters only, e.g. r=16,alpha=32,targets=q_proj,v_proj (needs peft)")] = None,
 ) -> None:
     """Train a method or a pipeline of methods on a task or your data; record one Run.
 
@@ -425,6 +543,10 @@ def run_cmd(
       sftrl run grpo --data prompts.jsonl --reward math
 
       sftrl run --resume runs/<run-id>
+
+      sftrl run grpo --nproc 2      (= torchrun --nproc-per-node 2 -m sftrl_cli run grpo)
+
+      sftrl run grpo --lora r=16,alpha=32,targets=q_proj,v_proj
 
     `sftrl run METHOD --help` also lists that method's options with their defaults.
     """
@@ -463,6 +585,10 @@ def run_cmd(
     task_options = {**(cfg_file.get("task_options") or {}), **_kv(task_option, "--task-option")}
     if pipeline is None and resume is None:
         _usage("name a method or a pipeline (e.g. sftrl run sft, sftrl run sft,grpo), or --resume RUN_DIR")
+    if nproc < 1:
+        _usage(f"--nproc must be at least 1 (got {nproc})")
+    if nproc > 1:  # this process only launches: torchrun starts N copies of the same command
+        _launch(nproc)
     if threads is not None and threads < 1:
         _usage(f"--threads must be at least 1 (got {threads})")
     if steps is not None and steps < 1:
@@ -484,7 +610,7 @@ def run_cmd(
                        task_options=task_options, data=str(data) if data else cfg_file.get("data"),
                        eval_data=str(eval_data) if eval_data else cfg_file.get("eval_data"),
                        reward=reward or cfg_file.get("reward"), stage_options=stage_options, warm=warm,
-                       save_every=save_every, resume=resume, **overrides)
+                       save_every=save_every, resume=resume, lora=lora, fsdp=fsdp, **overrides)
     except (runner.UsageError, UserDataError) as e:
         _usage(str(e))
     except RewardError as e:
@@ -493,6 +619,10 @@ def run_cmd(
     except KeyboardInterrupt:
         err.print("interrupted: the run is recorded as interrupted; continue it with --resume", markup=False)
         raise typer.Exit(130) from None
+    from reference_impls.core import distributed
+
+    if not distributed.is_main():  # under torchrun rank 0 reports
+        return
     out.print(f"run {r.id}: {r.status}" + (f" ({r.message})" if r.message else ""), markup=False)
     for x in r.results:
         split = f" [{x.split}]" if x.split else ""
@@ -501,6 +631,136 @@ def run_cmd(
     out.print(f"recorded in {out_dir / r.id / 'run.json'} (see: sftrl runs show {r.id})", markup=False)
     if r.status != "finished":
         raise typer.Exit(1)
+
+
+@app.command("arena")
+def arena_cmd(
+    methods: Annotated[str, typer.Option("--methods", help="Entries, comma-separated: methods, or pipelines joined by '+' (sft,grpo,sft+grpo,luffy,chord)")],
+    task: Annotated[str, typer.Option(help="addition | rg:<generator> (reasoning-gym)")] = "addition",
+    task_option: Annotated[list[str] | None, typer.Option("--task-option", help="Task option KEY=VALUE (repeatable)")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Your dataset in TRL's columns; replaces --task")] = None,
+    eval_data: Annotated[Path | None, typer.Option("--eval-data", help="Evaluation split for --data")] = None,
+    reward: Annotated[str | None, typer.Option(help="exact | math | module:function | model:PATH")] = None,
+    model: Annotated[str, typer.Option(help="'tiny', an HF model id, or a local path")] = "tiny",
+    seeds: Annotated[int, typer.Option(help="Seeds per entry (0 .. N-1); intervals need at least 2")] = 3,
+    budget: Annotated[int, typer.Option(help="Training rows per entry (SFT sequences, pairs, RL completions); a pipeline splits it equally")] = 6400,
+    base_steps: Annotated[int | None, typer.Option("--base-steps", help="Steps of the shared warm-start base (default 400; ~200 gives a base that mostly fails)")] = None,
+    eval_points: Annotated[int, typer.Option("--eval-points", help="Evaluations per stage for the learning curves")] = 4,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Method option KEY=VALUE or METHOD.KEY=VALUE (repeatable); not steps")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | mps")] = "cpu",
+    out_dir: Annotated[Path, typer.Option("--out", help="Arena folder: arena.json, arena.md, arena.png, runs/")] = Path("runs/arena"),
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's)")] = None,
+) -> None:
+    """Train SFT, RL and hybrid entries from one start under one budget; compare them ID and OOD.
+
+    Writes OUT/arena.md (table + a verdict on each of the survey's claims, with the numbers),
+    OUT/arena.png (ID vs OOD with 95% intervals; learning curves) and one Run per entry and seed.
+    Repeat the same command to resume an interrupted arena.
+
+    Example:
+
+      sftrl arena --methods sft,grpo,sft+grpo,luffy,chord --seeds 3 --budget 3200
+    """
+    import shlex
+
+    from reference_impls.arena import ArenaSpec, arena
+    from reference_impls.runner import UsageError
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+    overrides, stage_options = {}, {}
+    for k, v in _kv(set_, "--set").items():
+        if "." in k:
+            st, _, key = k.partition(".")
+            stage_options.setdefault(st, {})[key] = v
+        else:
+            overrides[k] = v
+    entries = [e.strip() for e in methods.split(",") if e.strip()]
+    try:
+        spec = ArenaSpec(entries=entries, seeds=seeds, budget=budget, task=task,
+                         task_options=_kv(task_option, "--task-option"), data=str(data) if data else None,
+                         eval_data=str(eval_data) if eval_data else None, reward=reward, model=model, device=device,
+                         base_steps=base_steps, eval_points=eval_points, stage_options=stage_options,
+                         overrides=overrides)
+    except ValueError as e:  # pydantic: name the option, say what was expected
+        errs = getattr(e, "errors", lambda: [])()
+        _usage("; ".join(f"--{'-'.join(map(str, x['loc'])).replace('_', '-')}: {x['msg']}" for x in errs) or str(e))
+    command = "sftrl " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        state = arena(spec, out_dir, command=command, log=lambda m: err.print(m, markup=False, highlight=False))
+    except UsageError as e:
+        _usage(str(e))
+    for c in state["claims"]:
+        out.print(f"{c['claim']}: {c['verdict']}\n    {c['numbers']}", markup=False, highlight=False)
+    out.print(f"report: {out_dir / 'arena.md'}   figure: {out_dir / 'arena.png'}", markup=False)
+
+
+@app.command("replicate")
+def replicate_cmd(
+    study: Annotated[str | None, typer.Argument(help="A catalogued study id (sftrl studies lists them)")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="Which catalogued studies run as recorded today")] = False,
+    replace: Annotated[list[str] | None, typer.Option("--replace", help="METHOD=IMPL: run IMPL for a stage method with no implementation, e.g. rl-other=grpo")] = None,
+    skip_missing: Annotated[bool, typer.Option("--skip-missing", help="Leave out stages with no implementation")] = False,
+    task: Annotated[str, typer.Option(help="addition | rg:<generator>")] = "addition",
+    task_option: Annotated[list[str] | None, typer.Option("--task-option", help="Task option KEY=VALUE (repeatable)")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Your dataset in TRL's columns; replaces --task")] = None,
+    reward: Annotated[str | None, typer.Option(help="exact | math | module:function | model:PATH")] = None,
+    model: Annotated[str, typer.Option(help="'tiny' (default), an HF model id, or a local path")] = "tiny",
+    steps: Annotated[int | None, typer.Option(help="Steps of every stage (default: each method's)")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | mps")] = "cpu",
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder where runs are recorded")] = Path("runs"),
+    catalog_dir: Annotated[Path | None, typer.Option("--catalog", envvar=DATA_ENV, help="Catalogue directory (default: the built-in data/)")] = None,
+    fmt: FmtOpt = Fmt.table,
+) -> None:
+    """Run a catalogued study's pipeline with our implementations, on a task or dataset you name.
+
+    The Run records `replicates: STUDY`; `sftrl studies --results` then shows its measured numbers
+    beside the study's reported ones.
+
+    Examples:
+
+      sftrl replicate --list
+
+      sftrl replicate deepseekmath --task rg:basic_arithmetic --steps 50
+
+      sftrl replicate webrl --replace rl-other=grpo
+    """
+    from reference_impls.replicate import replicate, runnable
+    from reference_impls.runner import UsageError
+
+    cat = _catalog(catalog_dir)
+    if list_:
+        import pandas as pd
+
+        rows = runnable(cat.studies)
+        n = {k: sum(r["runnable"] == k for r in rows) for k in ("yes", "approximate", "no")}
+        _emit(pd.DataFrame(rows), fmt, f"{n['yes']} of {len(rows)} studies run as recorded, "
+              f"{n['approximate']} with approximated stages, {n['no']} need --replace/--skip-missing")
+        return
+    if study is None:
+        _usage("name a study (sftrl replicate STUDY) or ask for --list")
+    hits = [s for s in cat.studies if s.id == study]
+    if not hits:
+        from taxonomy.loading import suggest
+
+        _usage(f"no study {study!r} in the catalogue{suggest(study, [s.id for s in cat.studies])}")
+    repl = {k: str(v) for k, v in _kv(replace, "--replace").items()}
+    try:
+        r = replicate(hits[0], replace=repl, skip_missing=skip_missing, model=model, task=task,
+                      task_options=_kv(task_option, "--task-option"), data=str(data) if data else None,
+                      reward=reward, steps=steps, seed=seed, device=device, out=out_dir)
+    except UsageError as e:
+        _usage(str(e))
+    for note in r.config.get("notes", []):
+        out.print(f"note: {note}", markup=False)
+    for x in r.results:
+        out.print(f"  {(x.note or '').split(';')[0]:22} {x.benchmark} [{x.split}] {x.metric}: {x.value:.2f}{x.unit}",
+                  markup=False)
+    out.print(f"recorded in {out_dir / r.id / 'run.json'} (replicates {study}; sftrl studies --results --runs {out_dir})",
+              markup=False)
 
 
 runs_app = typer.Typer(help="Recorded runs: list them, show one with its curves.", invoke_without_command=True)
@@ -575,7 +835,10 @@ def runs_cmd(
         out.print(f"no runs recorded in {out_dir}/ (start one with: sftrl run sft)", markup=False)
         return
     if results:
-        _emit(runs_results(rs), fmt, "measured results")
+        try:
+            _emit(runs_results(rs), fmt, "measured results")
+        except DataError as e:  # the registry names each run's paradigm
+            _fail_data(e)
     else:
         df = runs_frame(rs)
         shown = [c for c in df.columns if c in ("id", "pipeline", "status", "steps") or c.endswith("/accuracy")

@@ -214,13 +214,19 @@ def read_corpus(path) -> list[Paper]:
     from pathlib import Path
 
     papers = []
-    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
             papers.append(Paper(str(rec["id"]), str(rec["date"]), str(rec["text"])))
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as e:
             raise ValueError(f"{path}:{i}: expected a JSON object with id, date, text ({e})") from None
         if not re.match(r"^\d{4}-\d{2}", papers[-1].date):
             raise ValueError(f"{path}:{i}: date {papers[-1].date!r} is not YYYY-MM[-DD]")

@@ -3,8 +3,9 @@
 The survey's question (when is SFT, RL or a hybrid the better choice?) measured, not quoted:
 
   entry    a method (`grpo`) or a pipeline written with `+` (`sft+grpo`); commas separate entries.
-  start    every entry of a seed starts from the same cached warm-start base (tasks/base_model.py;
-           `base_steps` makes it weaker or stronger), so `grpo` means RL from that base.
+  start    every entry and every seed starts from one cached warm-start base (tasks/base_model.py,
+           trained once with `base_seed`; `base_steps` makes it weaker or stronger), so `grpo`
+           means RL from that base and the seeds vary only the training (sampling, batches).
   budget   B training rows per entry: SFT sequences, preference pairs, RL completions (rollouts
            count as rows). A stage whose batch is b rows runs round(B_stage / b) optimizer steps; a
            pipeline splits B equally over its stages. Rows are not equal in cost (an RL row also
@@ -51,6 +52,7 @@ class ArenaSpec(BaseModel):
     model: str = "tiny"
     device: str = "cpu"
     base_steps: int | None = Field(None, ge=1)  # warm-start steps (None: the recipe's 400)
+    base_seed: int = Field(0, ge=0)  # the one base every entry and seed starts from
     eval_points: int = Field(4, ge=0)  # evaluations per stage, for the learning curves
     stage_options: dict[str, dict[str, Any]] = {}  # {"grpo": {"lr": 1e-4}}
     overrides: dict[str, Any] = {}  # options for every stage that has them
@@ -98,7 +100,8 @@ def run_entry(spec: ArenaSpec, entry: str, seed: int, runs_dir: Path, progress: 
     return runner.run(stages, task=spec.task, model=spec.model, seed=seed, device=spec.device, out=runs_dir,
                       progress=progress, task_options=spec.task_options, data=spec.data,
                       eval_data=spec.eval_data, reward=spec.reward, stage_options=options, warm=True,
-                      warm_steps=spec.base_steps, eval_points=spec.eval_points, **spec.overrides)
+                      warm_steps=spec.base_steps, warm_seed=spec.base_seed, eval_points=spec.eval_points,
+                      **spec.overrides)
 
 
 # ------------------------------------------------------------------------------ reading runs
@@ -132,7 +135,7 @@ def mean_ci(xs: list[float]) -> tuple[float, float]:
 
 
 def compare(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, str]:
-    """a - b over the seeds both have, paired by seed (the entries of one seed share their base):
+    """a - b over the seeds both have, paired by seed (same seed: same evaluation, same base):
     mean difference, its 95% t half-width, and a word: 'higher' / 'lower' when the interval
     excludes 0, 'tie' when it does not."""
     d = [a[k] - b[k] for k in sorted(a.keys() & b.keys())]
@@ -180,8 +183,12 @@ def claims(spec: ArenaSpec, runs: dict[str, list[dict]]) -> list[dict[str, str]]
     out = []
 
     def verdict(words: list[str], want: str) -> str:
-        return "supported" if all(w.startswith(want) for w in words) else (
-            "against" if any(w.startswith("higher" if want == "lower" else "lower") for w in words) else "tie")
+        """supported: every comparison goes the claim's way; against: any goes the other way;
+        partly supported: some go its way, the rest are ties; tie: all ties."""
+        if any(w.startswith("lower" if want == "higher" else "higher") for w in words):
+            return "against"
+        hits = sum(w.startswith(want) for w in words)
+        return "supported" if hits == len(words) else "partly supported" if hits else "tie"
 
     # 1. SFT fits the training distribution; RL generalises better out of distribution.
     if sft and rl:
@@ -285,17 +292,22 @@ def report(state: dict[str, Any]) -> str:
     s = ArenaSpec.model_validate(state["spec"])
     lines = [f"# Arena: {', '.join(s.entries)} on {s.data or s.task}", "",
              f"Command: `{state.get('command') or 'sftrl arena ...'}`", "",
-             f"Model `{s.model}`; every entry starts from the same warm-start base per seed "
-             f"({s.base_steps or 400} SFT steps); budget {s.budget:,} training rows per entry (SFT sequences, "
+             f"Model `{s.model}`; every entry and seed starts from one warm-start base "
+             f"({s.base_steps or 400} SFT steps, seed {s.base_seed}); budget {s.budget:,} training rows per entry (SFT sequences, "
              f"preference pairs or RL completions; a pipeline splits it equally); {s.seeds} seed(s); "
              "scores are greedy accuracy (%) with the task's scorer, mean ± 95% t-interval over seeds. Comparisons "
-             "below are paired by seed (the entries of a seed share their base).", "",
+             "below are paired by seed. 'train s' is wall-clock time in the training loop (evaluations "
+             "excluded) on this machine, as loaded at the time.", "",
              "| entry | paradigm | seeds | ID accuracy | OOD accuracy | rows | tokens | train s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in state["table"]:
         lines.append(f"| {r['entry']} | {r['paradigm']} | {r['seeds']} | {_pm(r['in_distribution'], r['in_distribution_ci'])} "
                      f"| {_pm(r['out_of_distribution'], r['out_of_distribution_ci'])} | {r['rows']:,.0f} "
                      f"| {r['tokens']:,.0f} | {r['wall_s']:.0f} |")
+    over = [f"{r['entry']} ({r['rows']:,.0f})" for r in state["table"] if r["rows"] > 1.05 * s.budget]
+    if over:
+        lines += ["", f"Rows above the budget: {', '.join(over)}: these methods add expert or off-policy "
+                  "rows to the batch_size rows each step (their batch_size counts the rollouts only)."]
     lines += ["", "## The survey's claims, as these runs show them", ""]
     for c in state.get("claims", []):
         lines.append(f"- **{c['claim']}** — *{c['verdict']}*. {c['numbers']}.")
@@ -309,37 +321,37 @@ COLOURS = {"sft": "#1f77b4", "rl": "#d62728", "hybrid": "#2ca02c"}
 
 
 def arena_figure(state: dict[str, Any]):
-    """Left: ID vs OOD accuracy per entry (95% intervals). Right: accuracy against rows seen."""
+    """Left: final ID and OOD accuracy per entry (bars, 95% intervals). Right: accuracy against rows."""
     import matplotlib.pyplot as plt
 
     s = ArenaSpec.model_validate(state["spec"])
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 5), layout="constrained")
-    for r in state["table"]:
-        if math.isnan(r["in_distribution"]):
-            continue
-        c = COLOURS[r["paradigm"]]
-        ax.errorbar(r["in_distribution"], r["out_of_distribution"], xerr=r["in_distribution_ci"] if not
-                    math.isnan(r["in_distribution_ci"]) else None, yerr=r["out_of_distribution_ci"] if not
-                    math.isnan(r["out_of_distribution_ci"]) else None, fmt="o", color=c, capsize=3, ms=7)
-        ax.annotate(r["entry"], (r["in_distribution"], r["out_of_distribution"]), textcoords="offset points",
-                    xytext=(6, 5), fontsize=9)
+    rows = [r for r in state["table"] if not math.isnan(r["in_distribution"])]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5), layout="constrained", width_ratios=[1, 1.2])
+    x = range(len(rows))
+    for off, split, hatch in ((-0.2, "in_distribution", ""), (0.2, "out_of_distribution", "//")):
+        ci = [0 if math.isnan(r[f"{split}_ci"]) else r[f"{split}_ci"] for r in rows]
+        ax.bar([i + off for i in x], [r[split] for r in rows], 0.38, yerr=ci, capsize=3, hatch=hatch,
+               color=[COLOURS[r["paradigm"]] for r in rows], edgecolor="black", linewidth=0.6,
+               alpha=1.0 if split == "in_distribution" else 0.45)
+    ax.set_xticks(list(x), [r["entry"] for r in rows], rotation=30, ha="right")
     for p, c in COLOURS.items():
-        ax.plot([], [], "o", color=c, label=p)
-    ax.set(xlabel="in-distribution accuracy (%)", ylabel="out-of-distribution accuracy (%)",
+        ax.bar([0], [0], color=c, label=p)
+    ax.bar([0], [0], color="white", edgecolor="black", label="solid: ID, hatched: OOD")
+    ax.set(ylabel="greedy accuracy (%)", ylim=(0, 100),
            title=f"Final accuracy, mean ± 95% CI over {s.seeds} seed(s)")
-    ax.legend(title="paradigm", loc="best")
-    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(alpha=0.3, axis="y")
     cmap = plt.get_cmap("tab10")
     for i, (entry, rs) in enumerate(state["runs"].items()):
         curves = [r["curve"] for r in rs if r["status"] == "finished" and r["curve"]]
         if not curves:
             continue
         n = min(len(c) for c in curves)
-        x = [statistics.fmean(c[j][0] for c in curves) for j in range(n)]
+        xs = [statistics.fmean(c[j][0] for c in curves) for j in range(n)]
         for col, ls in ((1, "-"), (2, "--")):
-            bx.plot(x, [statistics.fmean(c[j][col] for c in curves) for j in range(n)], ls, color=cmap(i % 10),
+            bx.plot(xs, [statistics.fmean(c[j][col] for c in curves) for j in range(n)], ls, color=cmap(i % 10),
                     marker="o", ms=3, label=entry if col == 1 else None)
-    bx.set(xlabel="training rows seen", ylabel="accuracy (%)",
+    bx.set(xlabel="training rows seen", ylabel="greedy accuracy (%)",
            title="Learning curves (solid: ID, dashed: OOD; mean over seeds)")
     bx.legend(fontsize=8, loc="best")
     bx.grid(alpha=0.3)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -40,7 +41,9 @@ from typing import Any
 
 import torch
 
+from reference_impls.core import distributed
 from reference_impls.core.evaluate import accuracy, mean_reward
+from reference_impls.core.lora import apply_lora, merge_lora, parse_lora
 from reference_impls.core.model import load_model
 from reference_impls.core.options import coerce
 from reference_impls.core.record import git_commit, hardware, versions, write_run
@@ -159,8 +162,20 @@ def run(pipeline: str | list[str] | None = None, task: str = "addition", model: 
         eval_data: str | None = None, reward: str | None = None,
         stage_options: dict[str, dict] | None = None, warm: bool | None = None,
         save_every: int | None = None, resume: Path | None = None, stop_after: int | None = None,
+        warm_steps: int | None = None, warm_seed: int | None = None, eval_points: int = 0,
+        replicates: str | None = None,
+        notes: list[str] | None = None, lora: str | None = None, fsdp: bool = False,
         **overrides) -> Run:
     """Validate everything, then train each stage in turn and record one Run (see module doc).
+    `warm_steps`: steps of the warm-start recipe (a weaker or stronger base; default RECIPE's);
+    `warm_seed`: the seed the base is trained with (default: the run's seed).
+    `eval_points`: also evaluate greedy ID/OOD accuracy that many times per stage (and once on
+    the starting model), as `eval_<split>` entries of the history: learning curves (sftrl arena).
+    `replicates`: the catalogued study this run replicates (sftrl replicate); `notes`: kept in the
+    Run's config (e.g. which study stage was replaced by which method).
+    `lora`: 'r=16,alpha=32,targets=q_proj,v_proj' trains LoRA adapters (core/lora.py).
+    Under torchrun (more than one process) every rank calls `run` alike: ranks train data-parallel
+    and rank 0 records (core/distributed.py); `fsdp` then shards the parameters with FSDP2.
     `stop_after` (tests): stop the last-started stage after that many steps, as if killed."""
     if resume is not None:
         rdir = Path(resume)
@@ -175,6 +190,16 @@ def run(pipeline: str | list[str] | None = None, task: str = "addition", model: 
     stages = parse_pipeline(pipeline)
     _configs(stages, steps, overrides, stage_options or {})  # validate before anything else
     _check_device(device)
+    if lora is not None:
+        try:
+            parse_lora(lora)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if importlib.util.find_spec("peft") is None:
+            raise UsageError("--lora needs the peft package: pip install -e '.[lora]' (or 'peft==0.21.2')")
+    if fsdp and not distributed.launched():
+        raise UsageError("--fsdp shards the model over processes: use it with --nproc N (or under torchrun)")
+    distributed.init(device)
     out = Path(out)
     _check_out(out)
     created = datetime.now(UTC)
@@ -185,8 +210,11 @@ def run(pipeline: str | list[str] | None = None, task: str = "addition", model: 
                 data=str(Path(data).resolve()) if data else None,
                 eval_data=str(Path(eval_data).resolve()) if eval_data else None, reward=reward,
                 stage_options=stage_options or {}, overrides=overrides, warm=warm,
-                save_every=save_every)
-    return _execute(spec, out / run_id, progress, stop_after, fresh=True)
+                save_every=save_every, warm_steps=warm_steps, warm_seed=warm_seed, eval_points=eval_points,
+                replicates=replicates,
+                notes=notes or [], lora=lora, fsdp=fsdp)
+    spec = distributed.broadcast(spec)  # under torchrun: rank 0's id and time on every rank
+    return _execute(spec, out / spec["id"], progress, stop_after, fresh=True)
 
 
 def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
@@ -206,6 +234,7 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
         except ValueError as e:
             raise UsageError(str(e)) from None
     seed, device, model = s["seed"], s["device"], s["model"]
+    device = distributed.init(device)  # this rank's device (cuda:LOCAL_RANK under torchrun)
     for i, (m, cfg) in enumerate(zip(stages, cfgs, strict=True)):
         user_set = {*s["overrides"], *s["stage_options"].get(m, {}), *s["stage_options"].get(str(i + 1), {})}
         if hasattr(cfg, "max_new_tokens") and "max_new_tokens" not in user_set:
@@ -217,10 +246,12 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
     plain = s["task"] == "addition" and not s["task_options"] and not s["reward"] and not s["data"]
     tkey = "addition" if plain else f"{s['task']}-{task_key(s['task'], s['task_options'], s['data'], s['reward'])}"
 
+    recipe = dataclasses.replace(RECIPE, steps=s["warm_steps"]) if s.get("warm_steps") else RECIPE
+    points = int(s.get("eval_points") or 0)
     records: list[Stage] = []
     if warm:
         records.append(Stage(method="sft", data=[Data(source=DataSource.benchmark, name=f"{s['task']} demonstrations")],
-                             hyperparameters=_scalars(dataclasses.asdict(RECIPE)),
+                             hyperparameters=_scalars(dataclasses.asdict(recipe)),
                              note="warm-start base (cached), reference_impls.tasks.base_model"))
     for m, cfg in zip(stages, cfgs, strict=True):
         src = DataSource.rule_based if "verifiable_reward" in getattr(METHODS[m], "NEEDS", ()) else DataSource.benchmark
@@ -234,15 +265,22 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
         return Run(id=s["id"], created=s["created"], task=s["task"], model=model,
                    pipeline=Pipeline(stages=records), config=config, seed=seed, device=str(device),
                    hardware=hardware(device), versions=versions(), git_commit=git_commit(),
-                   history=history, results=results, status=status, message=message)
+                   history=history, results=results, status=status, message=message,
+                   replicates=s.get("replicates"))
 
     rdir.mkdir(parents=True, exist_ok=True)
-    if fresh:
+    if fresh and distributed.is_main():
         (rdir / "spec.json").write_text(json.dumps(s, indent=2, default=str))
     history: list[dict] = []
     results: list[Result] = []
-    write_run(record(history, results, "running"), rdir / "run.json")
-    start = str(warm_start(task_obj, model, seed, key=tkey)) if warm else model
+    _write_run(record(history, results, "running"), rdir / "run.json")
+    if warm and not distributed.is_main():
+        distributed.barrier()  # rank 0 builds (or finds) the cached warm-start base first
+    with distributed.local():
+        wseed = seed if s.get("warm_seed") is None else s["warm_seed"]
+        start = str(warm_start(task_obj, model, wseed, recipe, key=tkey)) if warm else model
+    if warm and distributed.is_main():
+        distributed.barrier()
     try:
         for i, (m, cfg) in enumerate(zip(stages, cfgs, strict=True)):
             k = i + 1 + int(bool(warm))  # the stage's position in the Run (the warm start is stage 1)
@@ -262,38 +300,61 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
                 policy, tok = load_model(start, device, chars=chars)
             except OSError as e:
                 raise UsageError(f"--model {model!r}: cannot load it ({str(e).splitlines()[0]})") from None
+            if s.get("lora"):  # an rm stage copies the adapters onto its reward model's backbone
+                try:
+                    policy = apply_lora(policy, parse_lora(s["lora"]))
+                except ValueError as e:
+                    raise UsageError(str(e)) from None
             if hasattr(task_obj, "bind"):
                 task_obj.bind(tok)  # chat templates of conversational data
             algo = METHODS[m].Algo(policy, tok, task_obj, cfg, seed=seed + i)
             ckpt = sdir / "checkpoint.safetensors"
             last = stop_after if i == len(stages) - 1 or stop_after is None else None
+            on_step, first = None, []
+            if points and produces != "reward_model":
+                every = max(1, cfg.steps // points)
+                if not history and not ckpt.exists():  # the starting model: the curve's first point
+                    first = [{"step": -1.0, "rows": 0.0, **_eval_points(policy, tok, task_obj)}]
+
+                def on_step(log, every=every, steps=cfg.steps, policy=policy, tok=tok):
+                    if (log["step"] + 1) % every == 0 or log["step"] == steps - 1:
+                        log.update(_eval_points(policy, tok, task_obj))
             h = train(algo, cfg, device, checkpoint=ckpt, resume=ckpt if ckpt.exists() else None,
-                      progress=progress, stop_after=last)
-            h = [{"stage": float(k), **x} for x in h]
+                      progress=progress and distributed.is_main(), stop_after=last, on_step=on_step,
+                      fsdp=bool(s.get("fsdp")))
+            if distributed.is_fsdp(policy):  # a plain copy of the trained weights (every rank)
+                policy = _gathered(policy, start, device, chars, s.get("lora"))
+            h = [{"stage": float(k), **x} for x in first + h]
             if stop_after is not None and len(h) < cfg.steps:
                 history += h
                 run_ = record(history, results, "interrupted", f"stopped after {stop_after} steps of stage {k}; resume with --resume {rdir}")
-                write_run(run_, rdir / "run.json")
+                _write_run(run_, rdir / "run.json")
                 return run_
             history += h
             if produces == "reward_model":  # the policy is untouched; later stages use this reward
                 res = evaluate_method(algo, task_obj, s["id"], k, m)
-                _use_reward_model(task_obj, algo.save_reward_model(sdir / "reward_model"), device)
+                rm_dir = algo.save_reward_model(sdir / "reward_model") if distributed.is_main() else None
+                _use_reward_model(task_obj, distributed.broadcast(rm_dir), device)
             else:
-                res = evaluate(algo, policy, tok, task_obj, cfg, s["id"], k, m)
-                policy.save_pretrained(sdir / "model")
-                tok.save_pretrained(sdir / "model")
+                # DDP: rank 0 evaluates; FSDP: every rank (a method's metrics may run the sharded module)
+                solo = distributed.active() and not s.get("fsdp") and not distributed.is_main()
+                res = distributed.broadcast(None if solo else evaluate(algo, policy, tok, task_obj, cfg, s["id"], k, m))
+                policy = merge_lora(policy)  # W + alpha/r B A: the next stage starts from a plain model
+                if distributed.is_main():
+                    policy.save_pretrained(sdir / "model")
+                    tok.save_pretrained(sdir / "model")
                 start = str(sdir / "model")
             results += res
             _atomic_json(sdir / "stage.json", {"history": h, "results": [r.model_dump(mode="json") for r in res]})
+            distributed.barrier()  # the next stage (every rank) loads what rank 0 saved
             if i + 1 < len(stages):
                 del algo, policy
     except NonFiniteError as e:
         run_ = record(history, [], "stopped", str(e))
-        write_run(run_, rdir / "run.json")
+        _write_run(run_, rdir / "run.json")
         return run_
     except KeyboardInterrupt:
-        write_run(record(history, results, "interrupted", f"interrupted (Ctrl-C); resume with --resume {rdir}"),
+        _write_run(record(history, results, "interrupted", f"interrupted (Ctrl-C); resume with --resume {rdir}"),
                   rdir / "run.json")
         raise
     except UsageError:  # e.g. a model that cannot be loaded: nothing trained, nothing to keep
@@ -301,14 +362,44 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
             shutil.rmtree(rdir, ignore_errors=True)
         raise
     except Exception as e:  # record the failure, then let it propagate
-        write_run(record(history, [], "failed", f"{type(e).__name__}: {e}"), rdir / "run.json")
+        _write_run(record(history, [], "failed", f"{type(e).__name__}: {e}"), rdir / "run.json")
         raise
     run_ = record(history, results, "finished")
-    write_run(run_, rdir / "run.json")
+    _write_run(run_, rdir / "run.json")
     return run_
 
 
+@torch.no_grad()
+def _eval_points(policy, tok, task) -> dict[str, float]:
+    """Greedy accuracy on each split, for learning curves (the model is put back in train mode)."""
+    was = policy.training
+    policy.eval()
+    out = {f"eval_{k}": accuracy(policy, tok, task, v) for k, v in task.eval_sets.items() if v}
+    policy.train(was)
+    return out
+
+
+def _write_run(run_: Run, path: Path) -> None:
+    """Rank 0 records the Run (the other ranks of a torchrun launch train alongside)."""
+    if distributed.is_main():
+        write_run(run_, path)
+
+
+def _gathered(policy, start: str, device: str, chars: str, lora: str | None):
+    """The FSDP-sharded policy's weights in a plain model (a collective: every rank calls it)."""
+    full = {k: distributed.full_tensor(v).detach() for k, v in policy.state_dict().items()}
+    plain, _ = load_model(start, device, chars=chars)
+    if lora:
+        plain = apply_lora(plain, parse_lora(lora))
+        keep = plain.state_dict().keys()  # the policy's adapter (a trainable copy's is dropped)
+        full = {k: v for k, v in full.items() if k in keep}
+    plain.load_state_dict(full)
+    return plain
+
+
 def _atomic_json(path: Path, obj) -> None:
+    if not distributed.is_main():
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=1))

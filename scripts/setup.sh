@@ -4,6 +4,17 @@
 # Override the interpreter with PYTHON=..., skip the venv with SFTRL_NO_VENV=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The explorer's browser tests (tests/test_site.py) drive Debian's chromium: no browser download.
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${SFTRL_CHROMIUM:-}" ] && [ "${SFTRL_NO_BROWSER:-0}" != "1" ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    echo "sftrl setup: installing chromium (Debian package) for the browser tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null \
+      || echo "sftrl setup: note: apt-get could not install chromium; tests/test_site.py will fail (SFTRL_NO_BROWSER=1 skips it)"
+  else
+    echo "sftrl setup: note: no chromium, and no apt-get as root to install it: install Chromium, or point"
+    echo "  SFTRL_CHROMIUM at one, for tests/test_site.py; or set SFTRL_NO_BROWSER=1 to skip those tests"
+  fi
+fi
 PY=${PYTHON:-python3}
 if [ "${SFTRL_NO_VENV:-0}" != "1" ]; then
   [ -x .venv/bin/python ] || "$PY" -m venv .venv

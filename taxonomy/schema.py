@@ -10,6 +10,7 @@ No torch here: importing the taxonomy must stay fast.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date as Date
 from enum import StrEnum
@@ -18,15 +19,22 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SLUG = r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$"
-ARXIV = r"^\d{4}\.\d{4,5}$"  # new-style arXiv id, YYMM.NNNNN (no version suffix)
+ARXIV = r"^[0-9]{4}\.[0-9]{4,5}$"  # new-style arXiv id, YYMM.NNNNN (no version suffix); ASCII digits
 Slug = Annotated[str, Field(pattern=SLUG, min_length=1, max_length=80)]
 
 
 def _arxiv_ok(v: str) -> str:
-    """YYMM.NNNN up to 2014, YYMM.NNNNN from 2015 on; the month must be 01-12."""
+    """YYMM.NNNN up to 2014, YYMM.NNNNN from 2015 on; the month must be 01-12, and the id must be
+    one arXiv could have issued: new-style ids began in April 2007 (0704), none is from the future."""
+    if not re.fullmatch(ARXIV, v):  # pydantic checks the pattern first; this guards direct calls
+        raise ValueError(f"arXiv id {v!r} is not of the form YYMM.NNNNN")
     yymm, num = v.split(".")
     if not 1 <= int(yymm[2:]) <= 12:
         raise ValueError(f"arXiv id {v!r} has month {yymm[2:]}")
+    today = Date.today()
+    if not "0704" <= yymm <= f"{today.year % 100:02d}{today.month:02d}":
+        raise ValueError(f"arXiv id {v!r} would be from 20{yymm[:2]}-{yymm[2:]}: new-style arXiv ids run "
+                         f"from 2007-04 to this month")
     if (int(yymm) >= 1501) != (len(num) == 5):
         raise ValueError(f"arXiv id {v!r}: ids from 2015 on have 5 digits after the dot, earlier ones 4")
     return v
@@ -213,7 +221,9 @@ class Relation(Strict):
     @field_validator("citation")
     @classmethod
     def _citation_form(cls, v: str) -> str:
-        if not (re.match(ARXIV, v) or re.match(r"^https?://\S+$", v)):
+        if re.fullmatch(ARXIV, v):
+            return _arxiv_ok(v)
+        if not re.fullmatch(r"https?://\S+", v):
             raise ValueError("expected an arXiv id (YYMM.NNNNN) or an http(s) URL")
         return v
 
@@ -271,6 +281,13 @@ class Result(Strict):
     origin: Origin = Origin.reported
     note: str | None = None
 
+    @model_validator(mode="after")
+    def _reported_is_finite(self) -> Result:
+        # a paper reports numbers: NaN and infinity (YAML `.nan`, `.inf`, `1e999`) are not among them
+        if self.origin is Origin.reported and not math.isfinite(self.value):
+            raise ValueError(f"value {self.value} is not a finite number")
+        return self
+
 
 # ---------------------------------------------------------------------------- studies and runs
 
@@ -298,9 +315,24 @@ class Study(Strict):
     @field_validator("date", mode="before")
     @classmethod
     def _date_form(cls, v: Any) -> Any:
-        if isinstance(v, str) and not re.match(r"^\d{4}-\d{2}-\d{2}$", v):
+        if isinstance(v, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", v):
             raise ValueError("expected a date as YYYY-MM-DD")
         return v
+
+    @field_validator("title")
+    @classmethod
+    def _title_has_words(cls, v: str) -> str:
+        if not any(c.isalnum() for c in v):
+            raise ValueError("a title needs at least one letter or digit")
+        return v
+
+    @model_validator(mode="after")
+    def _finite_hyperparameters(self) -> Study:
+        for i, st in enumerate(self.pipeline.stages):
+            for k, v in st.hyperparameters.items():
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ValueError(f"pipeline stage {i + 1}, hyperparameter {k!r}: {v} is not a finite number")
+        return self
 
     @model_validator(mode="after")
     def _date_matches_arxiv(self) -> Study:
@@ -339,3 +371,4 @@ class Run(Strict):
     results: list[Result] = []
     status: str = "finished"  # finished | stopped | failed
     message: str | None = None
+    replicates: str | None = None  # the catalogued study this run replicates (sftrl replicate)

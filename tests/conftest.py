@@ -10,6 +10,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# One torch thread per test process (and its subprocesses): scripts/test.sh runs two workers on two
+# cores, and the tiny models gain nothing from intra-op threads (reference_impls/testing.py).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MINI = FIXTURES / "mini"

@@ -60,6 +60,8 @@ def test_verdicts_follow_the_numbers():
     assert v == {"1": "against", "2": "against", "3": "against", "4": "not tested"}  # base at 50%: no claim 4
     tie = _runs({"sft": [(50, 5), (70, 9), (60, 1)], "grpo": [(55, 6), (65, 2), (58, 7)]})
     assert claims(ArenaSpec(entries=["sft", "grpo"]), tie)[0]["verdict"] == "tie"
+    half = _runs({"sft": [(80, 0), (81, 0), (82, 0)], "grpo": [(40, 0), (41, 0), (42, 0)]})  # OOD all 0
+    assert claims(ArenaSpec(entries=["sft", "grpo"]), half)[0]["verdict"] == "partly supported"
 
 
 def test_mini_arena_report_matches_its_runs_and_resumes(tmp_path: Path):
@@ -115,3 +117,26 @@ def test_replicated_run_sits_beside_the_study(tmp_path: Path):
     res = runs_results(load_runs(tmp_path)[0], SimpleNamespace(studies=[study]))
     assert set(res["study"]) == {"toy-study"} and set(res["origin"]) == {"measured"}
     assert set(res["domain"]) == {"code"} and set(res["year"]) == {2025} and set(res["run"]) == {r.id}
+
+
+def test_cli_replicate_then_studies_shows_measured_beside_reported(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from sftrl_cli import app
+
+    cli = CliRunner()
+    r = cli.invoke(app, ["replicate", "deepseekmath", "--steps", "1", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "replicates deepseekmath" in r.output
+    r = cli.invoke(app, ["studies", "--text", "deepseekmath", "--results", "--runs", str(tmp_path), "-f", "csv"])
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.output.splitlines() if x.startswith("deepseekmath,")]
+    assert any(",reported," in x for x in lines) and any(",measured," in x for x in lines)
+    r = cli.invoke(app, ["replicate", "--list", "-f", "csv"])
+    assert r.exit_code == 0 and "deepseekmath,sft -> grpo,yes," in r.output
+    r = cli.invoke(app, ["replicate", "nosuchstudy"])
+    assert r.exit_code == 2 and "no study 'nosuchstudy'" in r.output
+    r = cli.invoke(app, ["arena", "--methods", "sft,nosuch", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 2 and "no reference implementation for 'nosuch'" in r.output
+    r = cli.invoke(app, ["arena", "--methods", "sft", "--seeds", "0", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 2 and "seeds" in r.output

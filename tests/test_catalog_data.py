@@ -93,3 +93,13 @@ def test_reported_results_are_attributed(cat):
     r = cat.results()
     assert len(r) > 50 and (r["origin"] == "reported").all()
     assert r["value"].notna().all()
+
+
+def test_rl_only_pipelines_say_where_they_were_read(cat):
+    """Issue 15: every RL-only study and every `rl-other` stage records where its pipeline was read
+    (an SFT stage the authors ran is easy to miss in an abstract), with the words seen."""
+    targets = [s for s in cat.studies if cat.paradigm(s) == "rl" or "rl-other" in s.pipeline.method_ids()]
+    missing = [s.id for s in targets if s.pipeline_read is None or not s.pipeline_evidence]
+    assert targets and not missing, missing
+    assert sum(1 for s in cat.studies if s.results) >= 200  # studies with a reported number
+    assert len(cat.studies) >= 350

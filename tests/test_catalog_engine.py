@@ -77,3 +77,14 @@ def test_taxonomy_and_catalog_do_not_import_torch():
             f"c = Catalog.load({str(MINI)!r}); c.query(method='grpo', include_descendants=True); "
             "import catalog.trends; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_frame_is_built_once_and_select_agrees_with_query(cat):
+    first = cat.frame()
+    first.loc[0, "title"] = "changed by a caller"
+    assert cat.frame().loc[0, "title"] != "changed by a caller"  # a copy each time
+    assert cat._built() is cat._built()  # one frame per catalogue
+    for kw in ({}, {"domain": "math"}, {"method": "grpo", "include_descendants": True}, {"text": "study"}):
+        assert [r["id"] for r in cat.select(**kw).records] == list(cat.query(**kw)["id"])
+    for fmt in ("csv", "json", "markdown", "bibtex"):  # exports agree for a DataFrame and for Rows
+        assert X.FORMATS[fmt](cat.query(year=2024)) == X.FORMATS[fmt](cat.select(year=2024))

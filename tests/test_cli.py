@@ -67,3 +67,47 @@ def test_usage_errors_exit_2():
 def test_every_command_has_help_with_example(cmd):
     out = run(*cmd, "--help")
     assert "Example" in out and "sftrl " in out
+
+
+@pytest.mark.parametrize("args", [
+    ["methods", "list", "--format", "bibtex"], ["methods", "list", "--paradigm", "bogus"],
+    ["methods", "list", "--family", "bogus"], ["graph", "export", "-f", "dot", "--out", "/"],
+    ["graph", "export", "--paradigm", "bogus"], ["studies", "--source", "bogus"], ["studies", "--year", "1990"],
+    ["studies", "--descendants"], ["studies", "--results", "-f", "bibtex"], ["trends", "--k", "-1"],
+    ["trends", "--year", "1990"], ["studies", "--data", "/nonexistent/catalogue"],
+])
+def test_misuse_is_one_line_and_exit_2(args, tmp_path):
+    r = runner.invoke(app, [*args, *(D if "--data" not in args else [])])
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.output, r.output
+
+
+def test_unknown_filter_values_list_the_known_ones():
+    assert "expected one of benchmark, open_weight_model" in run("studies", "--source", "bogus", *D, code=2)
+    assert "expected one of sft, rl, hybrid" in run("methods", "list", "--paradigm", "bogus", *D, code=2)
+    assert "the catalogue has studies from 2023, 2024, 2025" in run("studies", "--year", "1990", *D, code=2)
+
+
+def test_failed_trends_leaves_no_folder(tmp_path):
+    out = tmp_path / "new" / "trends"
+    run("trends", "--year", "1990", "--out", str(out), *D, code=2)
+    assert not (tmp_path / "new").exists()
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    assert "not a folder" in run("trends", "--out", str(f), *D, code=2)
+
+
+def test_runs_results_over_a_broken_catalogue_is_exit_1(mini_dir, tmp_path, monkeypatch):
+    from taxonomy.schema import Run
+
+    run_dir = tmp_path / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    record = Run(id="r1", created="2026-01-01T00:00:00", task="addition", model="tiny",
+                 pipeline=[{"method": "sft"}], config={}, seed=0, device="cpu", hardware="cpu", versions={},
+                 results=[{"benchmark": "b", "metric": "accuracy", "value": 1.0, "origin": "measured"}])
+    (run_dir / "run.json").write_text(record.model_dump_json())
+    (mini_dir / "methods.yaml").write_text("methods: []\n")
+    monkeypatch.setenv("SFTRL_DATA", str(mini_dir))
+    r = runner.invoke(app, ["runs", "--results", "--out", str(tmp_path / "runs")])
+    assert r.exit_code == 1 and "methods.yaml" in r.output and "Traceback" not in r.output, r.output

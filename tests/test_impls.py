@@ -45,7 +45,8 @@ def test_runs_load_beside_reported_results_without_torch_side_effects(tmp_path):
     assert set(res["origin"]) == {"measured"} and set(res["paradigm"]) == {"sft"}
     both = combined_results(Catalog.load(), tmp_path)
     assert set(both["origin"]) == {"reported", "measured"}
-    assert list(both.columns) == list(Catalog.load().results().columns)
+    assert list(both.columns) == [*Catalog.load().results().columns, "run"]  # + the run id of measured rows
+    assert set(both.loc[both["origin"] == "measured", "run"]) == {runs[0].id}
 
 
 @pytest.fixture(scope="module")

@@ -22,15 +22,19 @@ from torch import Tensor
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from reference_impls.core.logprobs import position_ids
+from reference_impls.core.lora import apply_lora, lora_spec
 from reference_impls.core.sampling import prompt_completion_batch
 
 
 def build_reward_model(policy: PreTrainedModel) -> PreTrainedModel:
     """A sequence-classification model (1 label) of the policy's architecture whose backbone is a
-    copy of the policy's (the LM head is dropped; the scalar head `score` is freshly initialised)."""
+    copy of the policy's (the LM head is dropped; the scalar head `score` is freshly initialised).
+    A LoRA policy (--lora): the backbone gets the same adapters (copied) and the head trains in full."""
     cfg = policy.config.__class__.from_dict(policy.config.to_dict())
     cfg.num_labels = 1
     rm = AutoModelForSequenceClassification.from_config(cfg)
+    if (spec := lora_spec(policy)) is not None:  # same layout as the policy's backbone, adapters too
+        rm = apply_lora(rm, spec, full=[head(rm)])
     rm.base_model.load_state_dict(policy.base_model.state_dict())  # strict: same backbone
     return rm.to(next(policy.parameters()).device)
 

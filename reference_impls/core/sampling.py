@@ -122,7 +122,11 @@ def sample(model, tok, prompts: list[str], max_new_tokens: int, temperature: flo
     policy continues after it, the prefix counts as completion tokens and is marked `forced`.
     `cache_implementation="static"`: a fixed-shape cache; on CUDA transformers then compiles the
     decode step (CUDA graphs), which the environment notes measured ~4.8x faster for generation
-    after a one-off compile (untested here on GPU); results equal the dynamic cache."""
+    after a one-off compile (untested here on GPU); results equal the dynamic cache.
+    Under FSDP (core/distributed.py) every rank runs decode steps until all ranks are done
+    (`synced_gpus`), since each forward all-gathers the sharded weights."""
+    from reference_impls.core import distributed
+
     device = next(model.parameters()).device
     p_tok = encode(tok, prompts, prompt=True)
     f_tok = encode(tok, prefixes) if prefixes is not None else [[] for _ in prompts]
@@ -138,7 +142,8 @@ def sample(model, tok, prompts: list[str], max_new_tokens: int, temperature: flo
     try:
         out = model.generate(input_ids=p_ids, attention_mask=p_mask, max_new_tokens=max_new_tokens,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                             cache_implementation=cache_implementation, **kw)
+                             cache_implementation=cache_implementation,
+                             synced_gpus=distributed.active() and distributed.is_fsdp(model), **kw)
     finally:
         model.generation_config = saved_cfg
         model.train(was_training)

@@ -14,6 +14,10 @@ A method supplies an `Algo`:
                                                         bandit, a buffer), saved in checkpoints
 Data must be a function of (seed, step) and sampling must use the global torch RNG: the checkpoint
 stores the RNG states, so an interrupted-and-resumed run equals an uninterrupted one.
+
+Under torchrun (more than one process; core/distributed.py) each rank collects its share of the
+step's batch, `totals` are summed over ranks before the loss (so losses are normalised by the
+*global* row / token counts), gradients are summed over ranks, and rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from typing import Any, Literal, Protocol
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from reference_impls.core import distributed as dist
 
 Batch = dict[str, Tensor]
 
@@ -102,6 +108,9 @@ def make_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     torch 2.13: ~4x faster than the per-parameter loop on CPU); else torch's default (foreach or
     per-parameter). The two agree to float round-off (~1e-7 per step), and a resumed run rebuilds
     the same one, so resume stays exact."""
+    if getattr(module, "is_adapter_disabled_view", False):  # core/lora.py
+        raise ValueError("with --lora, a copy of the policy is its adapter-disabled base, which "
+                         "cannot be trained: this method trains a copy of the policy; run it without --lora")
     params = [p for p in module.parameters() if p.requires_grad]
     kw = dict(lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     if cfg.fused:
@@ -124,15 +133,22 @@ def split(batch: Batch, size: int | None) -> list[Batch]:
 
 def save_checkpoint(path: Path, module: nn.Module, opt: torch.optim.Optimizer, step: int,
                     history: list[dict[str, float]], extra: dict | None = None) -> None:
-    """One safetensors file: model weights, optimizer state, RNG states; step/history in metadata."""
+    """One safetensors file: model weights, optimizer state, RNG states; step/history in metadata.
+    Distributed: rank 0 writes; FSDP shards are gathered first (every rank calls this), so the
+    file holds the full state and resumes at any world size."""
+    fsdp = dist.is_fsdp(module)
+    if not dist.is_main() and not fsdp:
+        return
     tensors: dict[str, Tensor] = {}
     for k, v in module.state_dict().items():
-        tensors[f"model.{k}"] = v.detach().cpu().clone().contiguous()
+        tensors[f"model.{k}"] = dist.full_tensor(v).detach().cpu().clone().contiguous()
     osd = opt.state_dict()
     for idx, state in osd["state"].items():
         for name, v in state.items():
-            t = v if torch.is_tensor(v) else torch.tensor(v)
+            t = dist.full_tensor(v) if torch.is_tensor(v) else torch.tensor(v)
             tensors[f"opt.{idx}.{name}"] = t.detach().cpu().clone().contiguous()
+    if not dist.is_main():
+        return
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.stack(torch.cuda.get_rng_state_all())
@@ -147,17 +163,29 @@ def save_checkpoint(path: Path, module: nn.Module, opt: torch.optim.Optimizer, s
 
 def load_checkpoint(path: Path, module: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list, dict]:
     """Restore weights, optimizer and RNG states; returns (last finished step, history, extra)."""
+    tensors, meta = read_checkpoint(path)
+    module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    return restore_optimizer(tensors, meta, opt)
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(tensors, metadata) of a checkpoint file."""
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
-    tensors = load_file(str(path))
-    module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    return load_file(str(path)), meta
+
+
+def restore_optimizer(tensors: dict[str, Tensor], meta: dict[str, str],
+                      opt: torch.optim.Optimizer) -> tuple[int, list, dict]:
+    """Optimizer and RNG states of a read checkpoint (laid out as the parameters: FSDP shards)."""
+    params = [p for g in opt.param_groups for p in g["params"]]
     state: dict[int, dict[str, Tensor]] = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
             _, idx, name = k.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
+            state.setdefault(int(idx), {})[name] = dist.like_param(v, params[int(idx)])
     opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
@@ -173,14 +201,23 @@ def load_checkpoint(path: Path, module: nn.Module, opt: torch.optim.Optimizer) -
 def train(algo: Algo, cfg: TrainConfig, device: torch.device | str = "cpu", *,
           checkpoint: Path | None = None, resume: Path | None = None, stop_after: int | None = None,
           progress: bool = True, on_step: Callable[[dict[str, float]], None] | None = None,
-          ) -> list[dict[str, float]]:
+          fsdp: bool = False) -> list[dict[str, float]]:
     """Run `cfg.steps` steps (or stop after `stop_after` steps, as if interrupted); returns the
-    metric history. Raises NonFiniteError on a non-finite loss, statistic or gradient norm."""
+    metric history. Raises NonFiniteError on a non-finite loss, statistic or gradient norm.
+    `fsdp` (under torchrun): shard the parameters with FSDP2 (core/distributed.py)."""
     module = algo.module
+    ckpt = read_checkpoint(resume) if resume is not None else None
+    if ckpt is not None:  # weights before sharding: the file holds the full tensors
+        module.load_state_dict({k[6:]: v for k, v in ckpt[0].items() if k.startswith("model.")})
+    if fsdp and dist.active():
+        dist.fully_shard_model(module)
+    dist.broadcast_params(module)  # every rank starts from rank 0's weights
+    if dist.active() and hasattr(algo, "task") and not isinstance(algo.task, dist.ShardedTask):
+        algo.task = dist.ShardedTask(algo.task)  # each rank collects its share of every step
     opt = make_optimizer(module, cfg)
     start, history = 0, []
-    if resume is not None:
-        last, history, extra = load_checkpoint(resume, module, opt)
+    if ckpt is not None:
+        last, history, extra = restore_optimizer(*ckpt, opt)
         if hasattr(algo, "load_extra_state"):
             algo.load_extra_state(extra)
         start = last + 1
@@ -195,7 +232,9 @@ def train(algo: Algo, cfg: TrainConfig, device: torch.device | str = "cpu", *,
         t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
-        with autocast(device, cfg.bf16):
+        if dist.active():  # independent samples per rank, resumable: a function of (seed, step, rank)
+            torch.manual_seed(dist.step_seed(getattr(algo, "seed", 0), step))
+        with autocast(device, cfg.bf16), dist.collecting():
             try:
                 batch, log = algo.collect(step)
             except RuntimeError as e:  # e.g. torch.multinomial on inf/nan probabilities
@@ -205,25 +244,40 @@ def train(algo: Algo, cfg: TrainConfig, device: torch.device | str = "cpu", *,
         totals = {"rows": len(next(iter(batch.values())))}
         if "mask" in batch:
             totals["tokens"] = batch["mask"].sum()
+        if dist.active():  # global counts: each rank's loss is its share of the global batch loss
+            totals = {"rows": int(dist.all_sum(totals["rows"]).item()),
+                      **({"tokens": dist.all_sum(totals["tokens"])} if "tokens" in totals else {})}
+            log = dist.all_sum_dict(log, mean=True)  # collect's statistics: rank means
         for _ in range(cfg.updates_per_batch):
             opt.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
+            bad = None  # a non-finite loss on this rank (distributed: every rank stops together)
             for micro in split(batch, cfg.micro_batch_size):
                 with autocast(device, cfg.bf16):
                     loss, stats = algo.loss(micro, totals)
                 if not torch.isfinite(loss):
-                    raise NonFiniteError(step, "loss", loss.item())
+                    if not dist.active():
+                        raise NonFiniteError(step, "loss", loss.item())
+                    bad = loss.item() if bad is None else bad
                 loss.backward()
                 for k, v in {"loss": loss.item(), **stats}.items():
                     sums[k] = sums.get(k, 0.0) + v
+            if dist.active():
+                if dist.all_sum(float(bad is not None)).item() > 0:
+                    raise NonFiniteError(step, "loss", float("nan") if bad is None else bad)
+                sums = dist.all_sum_dict(sums)  # additive statistics: the global batch's
+                if not dist.is_fsdp(module):  # (FSDP reduce-scatters the sums itself)
+                    dist.sum_grads([p for p in module.parameters() if p.requires_grad])
             params = [p for p in module.parameters() if p.grad is not None]
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+            norm = dist.full_tensor(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
             if not torch.isfinite(norm):
                 raise NonFiniteError(step, "grad_norm", norm.item())
             opt.step()
         tokens = batch["attention_mask"].sum() if "attention_mask" in batch else totals.get("tokens", 0)
+        tokens = dist.all_sum(tokens) if dist.active() and "attention_mask" in batch else tokens
         log = {"step": float(step), "lr": opt.param_groups[0]["lr"], **log, **sums,
-               "grad_norm": norm.item(), "tokens": float(tokens), "wall_s": time.perf_counter() - t0}
+               "grad_norm": norm.item(), "tokens": float(tokens), "rows": float(totals["rows"]),
+               "wall_s": time.perf_counter() - t0}
         for k, v in log.items():
             if not math.isfinite(v):
                 raise NonFiniteError(step, k, v)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from reference_impls.core.lora import merge_lora
 from reference_impls.core.reward_model import build_reward_model, rewards
 from reference_impls.core.sampling import encode, pad_prompt_completion
 from reference_impls.core.train import Batch, TrainConfig, step_rng
@@ -100,6 +101,7 @@ class Algo:
         """Write the reward model HF-style (model + tokenizer): load it with
         core.reward_model.load_reward_model(path) or AutoModelForSequenceClassification."""
         path = Path(path)
+        self.module = merge_lora(self.module)  # --lora: W + alpha/r B A, a plain model (no-op without)
         self.module.config.pad_token_id = self.tok.pad_token_id
         self.module.save_pretrained(path)
         self.tok.save_pretrained(path)

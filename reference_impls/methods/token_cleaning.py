@@ -24,6 +24,9 @@ Conventions: scores and the top-k% rank are computed per collected batch over al
 tokens (the paper ranks globally over the whole data set; data here stream batch by batch, so a
 batch is the global pool of its step); the loss is the token mean over the kept tokens of the whole
 batch. keep_ratio 0.6, ref_steps 30, lr and batch sizes are ours.
+Memory: theta and theta' are two copies of the model besides the policy; with --lora, theta is the
+adapter-disabled base and theta' a LoRA fine-tune too, a second adapter on the same base weights
+(core/lora.trainable_copy): one model in memory, plus one more set of adapters.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import torch
 from torch import Tensor
 
 from reference_impls.core.logprobs import sequence_logprobs
+from reference_impls.core.lora import trainable_copy
 from reference_impls.core.train import train
 from reference_impls.methods import sft
 from reference_impls.methods.sft import Config as SFTConfig
@@ -87,7 +91,7 @@ class Algo(sft.Algo):
             raise ValueError(f"unknown reference {cfg.reference!r}")
         # the fixed reference theta' (self-evolving: its warm-up round): ref_steps SFT steps from
         # the start model on demonstrations of another seed, outside the run's RNG stream
-        ref = copy.deepcopy(model)
+        ref = trainable_copy(model)  # with --lora: its own adapter on the policy's base (core/lora.py)
         rcfg = sft.Config(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(sft.Config)})
         rcfg = dataclasses.replace(rcfg, steps=max(1, cfg.ref_steps), lr=cfg.ref_lr, warmup_steps=0,
                                    save_every=0)
