@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/bench_catalog.py            # 1x, 10x, 40x; old read path at 1x and 10x
     .venv/bin/python benchmarks/bench_catalog.py --old-all  # also the old read path at 40x (minutes)
     .venv/bin/python benchmarks/bench_catalog.py --cli      # plus cold `sftrl` commands on today's data
+    .venv/bin/python benchmarks/bench_catalog.py --cli-only --repeat 5 --before OLD/
+        # only the cold commands, today's code against a copy of an earlier one (OLD/ holds its
+        # sftrl_cli.py and taxonomy/, e.g. from `git show`), runs interleaved, in one run
 
 Synthetic catalogues copy today's `data/` (registry as is; every study k times, with a fresh id,
 title and arXiv number of the same month), one file per (copy, original file), in a temp folder.
@@ -153,24 +156,45 @@ def bench_scale(folder: Path, repeat: int, old: bool) -> dict[str, Any]:
     return row
 
 
-def bench_cli(repeat: int) -> list[tuple[str, float, float]]:
-    """Cold `sftrl` commands on today's catalogue: median wall and CPU seconds."""
+CLI_COMMANDS = (["--help"], ["validate"], ["studies", "--domain", "math"], ["methods", "list"],
+                ["graph", "lineage", "luffy"])
+
+
+def _cli(code: Path) -> list[str]:
+    """A cold `sftrl` of the code in `code` (the project, or a copy of an earlier version)."""
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(code)!r}); sys.argv[0] = 'sftrl'; "
+            "from sftrl_cli import main; main()"]
+
+
+def bench_cli(repeat: int, trends: bool = True, before: Path | None = None) -> list[tuple[str, list[float]]]:
+    """Cold `sftrl` commands on today's catalogue: median wall and CPU seconds, for today's code
+    and, with `before`, for the code in that folder (each repetition runs both, one after the other,
+    so both see the same load). Each command runs once untimed first, to warm the catalogue cache and
+    to write the bytecode cache (`__pycache__`, even where PYTHONDONTWRITEBYTECODE is set: a module
+    edited since its .pyc was written is otherwise compiled again on every call: ~25 ms for the
+    CLI's own modules here, which would blur a before/after comparison)."""
     import resource
 
-    exe = str(Path(sys.executable).with_name("sftrl"))
+    versions = [_cli(ROOT)] + ([_cli(before)] if before else [])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for cmd in (["--help"], ["validate"], ["studies", "--domain", "math"], ["methods", "list"],
-                    ["graph", "lineage", "luffy"], ["trends", "--out", f"{tmp}/trends"]):
-            walls, cpus = [], []
+        cmds = [*CLI_COMMANDS, *([["trends", "--out", f"{tmp}/trends"]] if trends else [])]
+        for cmd in cmds:
+            walls: list[list[float]] = [[] for _ in versions]
+            cpus: list[list[float]] = [[] for _ in versions]
+            warm_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+            for exe in versions:
+                subprocess.run([*exe, *cmd], check=True, capture_output=True, cwd=ROOT, env=warm_env)
             for _ in range(repeat if cmd[0] != "trends" else 1):
-                before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                t = time.perf_counter()
-                subprocess.run([exe, *cmd], check=True, capture_output=True)
-                walls.append(time.perf_counter() - t)
-                after = resource.getrusage(resource.RUSAGE_CHILDREN)
-                cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-            rows.append((" ".join(cmd).replace(tmp, "TMP"), statistics.median(walls), statistics.median(cpus)))
+                for i, exe in enumerate(versions):
+                    t0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    t = time.perf_counter()
+                    subprocess.run([*exe, *cmd], check=True, capture_output=True, cwd=ROOT)
+                    walls[i].append(time.perf_counter() - t)
+                    t1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpus[i].append(t1.ru_utime - t0.ru_utime + t1.ru_stime - t0.ru_stime)
+            medians = [statistics.median(x) for w, c in zip(walls, cpus, strict=True) for x in (w, c)]
+            rows.append((" ".join(cmd).replace(tmp, "TMP"), medians))
     return rows
 
 
@@ -180,11 +204,25 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--old-all", action="store_true", help="time the old read path at every scale")
     ap.add_argument("--cli", action="store_true", help="also time cold sftrl commands on today's data")
+    ap.add_argument("--cli-only", action="store_true", help="only the cold sftrl commands (not trends)")
+    ap.add_argument("--before", type=Path, help="with --cli-only: also time the code in this folder "
+                    "(its sftrl_cli.py and taxonomy/), interleaved with today's")
     ap.add_argument("--data", type=Path, default=ROOT / "data")
     ap.add_argument("--wall", action="store_true", help="wall-clock seconds instead of this process's CPU seconds")
     args = ap.parse_args()
     global CLOCK
     CLOCK = time.perf_counter if args.wall else time.process_time
+    if args.cli_only:
+        print(f"cold commands, median of {args.repeat}; load average {os.getloadavg()[0]:.1f} before")
+        rows = bench_cli(args.repeat, trends=False, before=args.before)
+        head = "| command (today's catalogue, cold process, cache warm) |"
+        head += " before: wall | before: CPU | after: wall | after: CPU |" if args.before else " wall | CPU |"
+        print(head + "\n|---|" + "---|" * (4 if args.before else 2))
+        for cmd, m in rows:
+            cells = [f"{x:.2f} s" for x in (m[2:] + m[:2] if args.before else m)]
+            print(f"| sftrl {cmd} | " + " | ".join(cells) + " |")
+        print(f"load average {os.getloadavg()[0]:.1f} after")
+        return
     print(f"clock: {'wall' if args.wall else 'CPU of this process'}; median of {args.repeat}")
 
     rows = []
@@ -216,7 +254,7 @@ def main() -> None:
           + "; from cache " + ", ".join(f"{k}x {r['cached'] / r['studies'] / cbase:.2f}" for k, r in rows))
     if args.cli:
         print("\n| command (today's catalogue, cold process) | wall | CPU |\n|---|---|---|")
-        for cmd, wall, cpu in bench_cli(args.repeat):
+        for cmd, (wall, cpu) in bench_cli(args.repeat):
             print(f"| sftrl {cmd} | {wall:.2f} s | {cpu:.2f} s |")
 
 

@@ -167,6 +167,17 @@ def _scores(runs, entry, split) -> dict[int, float]:
     return {r["seed"]: r[split] for r in runs.get(entry, []) if r["status"] == "finished" and r[split] is not None}
 
 
+def _versus(runs, pairs: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """a − b on each split for each pair: the sentences and the words ('higher', 'tie', ...)."""
+    parts, words = [], []
+    for a, b in pairs:
+        for split in SPLITS:
+            c = compare(_scores(runs, a, split), _scores(runs, b, split))
+            parts.append(f"{a} − {b} {'ID' if split == SPLITS[0] else 'OOD'}: {_fmt(*c)}")
+            words.append(c[2])
+    return parts, words
+
+
 def _fmt(d: float, hw: float, word: str) -> str:
     return f"{d:+.1f} points" + ("" if math.isnan(hw) else f" ± {hw:.1f}") + f" ({word})"
 
@@ -201,25 +212,14 @@ def claims(spec: ArenaSpec, runs: dict[str, list[dict]]) -> list[dict[str, str]]
         out.append({"claim": "1. SFT fits ID; RL generalises better OOD", "verdict": "not tested",
                     "numbers": "needs an SFT-only and an RL-only entry"})
     # 2. SFT followed by RL beats either alone.
-    parts, words = [], []
-    for e in seq:
-        for alone in (x for x in dict.fromkeys(parse_pipeline(e.replace("+", ","))) if x in par):
-            for split in (ID, OOD):
-                c = compare(_scores(runs, e, split), _scores(runs, alone, split))
-                parts.append(f"{e} − {alone} {'ID' if split == ID else 'OOD'}: {_fmt(*c)}")
-                words.append(c[2])
+    parts, words = _versus(runs, [(e, alone) for e in seq
+                                  for alone in dict.fromkeys(parse_pipeline(e.replace("+", ","))) if alone in par])
     out.append({"claim": "2. SFT then RL beats either alone",
                 "verdict": verdict(words, "higher") if words else "not tested",
                 "numbers": "; ".join(parts) or "needs a pipeline entry (e.g. sft+grpo) and its stages alone"})
     # 3. Single-stage hybrids against two-stage SFT -> RL at the same budget.
-    parts, words = [], []
-    if seq:
-        best = max(seq, key=lambda e: statistics.fmean(_scores(runs, e, ID).values()))
-        for e in single:
-            for split in (ID, OOD):
-                c = compare(_scores(runs, e, split), _scores(runs, best, split))
-                parts.append(f"{e} − {best} {'ID' if split == ID else 'OOD'}: {_fmt(*c)}")
-                words.append(c[2])
+    best = max(seq, key=lambda e: statistics.fmean(_scores(runs, e, ID).values())) if seq else None
+    parts, words = _versus(runs, [(e, best) for e in single] if best else [])
     out.append({"claim": "3. Single-stage hybrids vs two-stage SFT→RL, same budget",
                 "verdict": verdict(words, "higher") if words else "not tested",
                 "numbers": "; ".join(parts) or "needs single-stage hybrid entries and an SFT→RL pipeline"})

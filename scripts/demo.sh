@@ -18,6 +18,10 @@ step run sft --steps 500 --out out/runs
 step run luffy --steps 30 --out out/runs              # a hybrid, after the cached warm-start SFT stage
 step run dpo --data examples/addition.jsonl --steps 30 --out out/runs   # your data, TRL's columns
 step run sft,grpo --set sft.steps=400 --set grpo.steps=20 --task rg:basic_arithmetic --task-option eval_size=20 --out out/runs
+step replicate deepseekmath --steps 20 --out out/runs      # a catalogued study's pipeline (sft -> grpo), measured
+step studies --text deepseekmath --results --runs out/runs  # its reported numbers beside ours
 step runs --out out/runs
 step runs show luffy --out out/runs
-echo; echo "Figures and report: out/trends/trends.md"
+step arena --methods sft,grpo,sft+grpo,luffy --seeds 1 --budget 3200 --base-steps 250 --out out/arena
+step site --out out/site --runs out/runs                   # the explorer: open out/site/index.html
+echo; echo "Figures and report: out/trends/trends.md; arena: out/arena/arena.md; explorer: out/site/index.html"

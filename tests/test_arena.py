@@ -132,6 +132,14 @@ def test_cli_replicate_then_studies_shows_measured_beside_reported(tmp_path: Pat
     assert r.exit_code == 0, r.output
     lines = [x for x in r.output.splitlines() if x.startswith("deepseekmath,")]
     assert any(",reported," in x for x in lines) and any(",measured," in x for x in lines)
+    (run_dir,) = [p for p in tmp_path.iterdir() if (p / "run.json").exists()]
+    older = json.loads((run_dir / "run.json").read_text())
+    older.update(id=older["id"] + "-older", created="2000-01-01T00:00:00+00:00")
+    (tmp_path / older["id"]).mkdir()
+    (tmp_path / older["id"] / "run.json").write_text(json.dumps(older))
+    r = cli.invoke(app, ["runs", "show", "sft-grpo", "--out", str(tmp_path), "--figure", str(tmp_path / "c.png")])
+    assert r.exit_code == 0 and "2 runs match 'sft-grpo'; showing the newest" in r.output
+    assert f"{run_dir.name}  finished" in r.output  # the newest, not the older copy
     r = cli.invoke(app, ["replicate", "--list", "-f", "csv"])
     assert r.exit_code == 0 and "deepseekmath,sft -> grpo,yes," in r.output
     r = cli.invoke(app, ["replicate", "nosuchstudy"])

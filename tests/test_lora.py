@@ -1,6 +1,8 @@
 """LoRA adapters (reference_impls/core/lora.py): SFT and GRPO with adapters learn on the tiny
 preset and change only adapter weights; the reference of KL-regularised methods is the
-adapter-disabled base (no copy); checkpoints resume; every implemented method steps with LoRA."""
+adapter-disabled base (no copy); token-cleaning trains its reference as a second adapter; the rm
+stage puts adapters on the reward model's backbone; checkpoints resume; every implemented method
+steps with LoRA."""
 
 from __future__ import annotations
 
@@ -10,10 +12,17 @@ import pytest
 import torch
 
 from reference_impls.core.evaluate import accuracy, mean_reward
-from reference_impls.core.lora import AdapterDisabled, apply_lora, parse_lora
+from reference_impls.core.lora import (
+    AdapterDisabled,
+    AdapterView,
+    apply_lora,
+    merge_lora,
+    parse_lora,
+)
 from reference_impls.core.model import load_model
+from reference_impls.core.reward_model import load_reward_model
 from reference_impls.core.train import seed_everything, train
-from reference_impls.methods import grpo, sft
+from reference_impls.methods import grpo, rm, sft, token_cleaning
 from reference_impls.runner import METHODS, run
 from reference_impls.tasks import make_task
 from reference_impls.tasks.addition import Addition
@@ -22,9 +31,6 @@ from reference_impls.testing import params
 
 ALL = "r=16,alpha=32,targets=q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 QV = "r=8,alpha=16,targets=q_proj,v_proj"
-# token-cleaning fine-tunes a *copy* of the policy as its reference: with LoRA that copy is the
-# adapter-disabled base, which cannot train; the method refuses --lora with a clear error.
-REFUSED = {"token-cleaning"}
 
 
 def lora_model(spec: str, base: bool = True, chars: str = ""):
@@ -122,14 +128,8 @@ def test_every_method_steps_with_lora(method):
     multi = "multi_turn" in getattr(mod, "NEEDS", ())
     task = make_task("guess") if multi else Addition()
     base = getattr(mod, "STARTS_FROM_BASE", False) and not multi
-    if getattr(mod, "PRODUCES", "policy") == "reward_model":
-        pytest.skip("the rm stage trains its own reward model in full (the runner applies no LoRA)")
     model, tok = lora_model(QV, base=base, chars=task.alphabet() if multi else "")
     before = params(model)
-    if method in REFUSED:
-        with pytest.raises(ValueError, match="--lora"):
-            mod.Algo(model, tok, task, mod.Config(steps=1), seed=0)
-        return
     algo = mod.Algo(model, tok, task, mod.Config(steps=1), seed=0)
     h = train(algo, algo.cfg, progress=False)
     assert len(h) == 1
@@ -139,3 +139,73 @@ def test_every_method_steps_with_lora(method):
     after = params(model)
     assert all(torch.equal(before[k], after[k]) for k in frozen)
     assert dataclasses.is_dataclass(algo.cfg)
+
+
+def test_lora_token_cleaning_trains_its_reference_as_a_second_adapter(tmp_path):
+    task, ckpt = Addition(), tmp_path / "c.safetensors"
+    cfg = token_cleaning.Config(steps=3, batch_size=16, ref_steps=6)
+
+    def fresh():
+        model, tok = lora_model(QV, base=False)
+        return token_cleaning.Algo(model, tok, task, cfg, seed=0)
+
+    model, tok = lora_model(QV, base=False)
+    before = params(model)
+    algo = token_cleaning.Algo(model, tok, task, cfg, seed=0)
+    assert isinstance(algo.base, AdapterDisabled) and isinstance(algo.ref, AdapterView)
+    built = params(model)  # theta' is 8 more tensors (A, B of q, v in 2 layers) in the one model
+    assert {k for k in built if k not in before} == {k.replace(".default.", f".{algo.ref.name}.")
+                                                     for k in before if ".lora_" in k}
+    assert all(torch.equal(before[k], built[k]) for k in before)  # the policy is still the start
+    # theta' is exactly what a separate LoRA copy of the start model gets from the same SFT steps
+    twin, _ = lora_model(QV, base=False)
+    tcfg = sft.Config(steps=6, batch_size=16, lr=cfg.ref_lr, warmup_steps=0, save_every=0)
+    train(sft.Algo(twin, tok, task, tcfg, seed=1), tcfg, progress=False)
+    ids = torch.tensor([tok("12+34=", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        theta_ref = algo.ref(input_ids=ids).logits
+        torch.testing.assert_close(theta_ref, twin(input_ids=ids).logits)
+        assert not torch.allclose(theta_ref, algo.base(input_ids=ids).logits, atol=1e-3)
+    h = train(algo, cfg, progress=False)
+    assert 0.55 < h[-1]["kept_frac"] < 0.65 and h[-1]["mean_score"] > 0  # theta' differs from theta
+    after = params(model)
+    changed = {k for k in after if not torch.equal(after[k], built[k])}
+    assert changed == {k for k in before if ".lora_" in k}  # the policy's adapters only; theta' frozen
+    train(fresh(), cfg, checkpoint=ckpt, stop_after=1, progress=False)  # resumes exactly
+    resumed = fresh()
+    train(resumed, cfg, checkpoint=ckpt, resume=ckpt, progress=False)
+    assert all(torch.equal(after[k], v) for k, v in params(resumed.module).items())
+    with torch.no_grad():
+        torch.testing.assert_close(algo.ref(input_ids=ids).logits, theta_ref)
+        policy = model(input_ids=ids).logits
+        merged = merge_lora(model)  # the policy's adapter is merged, theta''s dropped
+        assert not any("lora" in k for k in merged.state_dict())
+        torch.testing.assert_close(merged(input_ids=ids).logits, policy)
+
+
+def test_lora_reward_model_trains_adapters_and_head(tmp_path):
+    # held-out pairs, 60 steps x 32 at lr 3e-3 from the warm start (seed 0): accuracy 0.45 -> 0.57,
+    # margin -0.002 -> 1.00. Broken variants: adapters frozen (head only) 0.59 and margin 0.026;
+    # head frozen 0.605 and 0.29. (A 2-layer RM cannot redo the addition, test_m_preference: held-
+    # out accuracy saturates near 0.6 whatever trains, so the margin is what tells them apart.)
+    task = Addition()
+    policy, tok = lora_model(ALL)
+    algo = rm.Algo(policy, tok, task, rm.Config(steps=60, batch_size=32, lr=3e-3))
+    before = params(algo.module)
+    for k, v in algo.module.base_model.state_dict().items():  # the policy's backbone and adapters
+        assert torch.equal(v, policy.base_model.state_dict()[k])
+    e0 = algo.evaluate()
+    train(algo, algo.cfg, progress=False)
+    e1 = algo.evaluate()
+    assert e1["rm_accuracy"] >= max(0.55, e0["rm_accuracy"] + 0.05), (e0, e1)
+    assert e1["rm_margin"] > 0.5, (e0, e1)
+    changed = {k for k, v in params(algo.module).items() if not torch.equal(v, before[k])}
+    assert {k for k in changed if ".lora_" not in k} == {"score.weight"}  # the head, in full
+    assert len(changed) == 1 + 2 * 7 * 2  # + A and B of 7 projections in 2 layers
+    pairs = [("12+34=", "46", "47"), ("5+60=", "65", "64"), ("99+99=", "198", "18")]
+    with torch.no_grad():
+        rc, rr = algo.scores(algo.pairs_batch(pairs))
+    loaded = load_reward_model(algo.save_reward_model(tmp_path / "rm"))  # merged: a plain model
+    assert not any("lora" in k for k in loaded.model.state_dict())
+    got = loaded.score([p for p, _, _ in pairs] * 2, [c for _, c, _ in pairs] + [r for _, _, r in pairs])
+    torch.testing.assert_close(got, torch.cat([rc, rr]), rtol=1e-4, atol=1e-5)

@@ -184,8 +184,12 @@ class AdapterView(AdapterDisabled):
         return (p for _, p in self.named_parameters())
 
     def requires_grad_(self, requires_grad: bool = True):
+        """Frozen: its gradients are dropped too (they live in the policy's module, where the
+        policy's gradient-norm clipping would count and rescale them)."""
         for p in self.parameters():
             p.requires_grad_(requires_grad)
+            if not requires_grad:
+                p.grad = None
         return self
 
     def train(self, mode: bool = True):

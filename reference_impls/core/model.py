@@ -117,3 +117,27 @@ def disable_dropout(model: torch.nn.Module) -> None:
     for k, v in (vars(cfg).items() if cfg is not None else []):
         if "dropout" in k and isinstance(v, float):
             setattr(cfg, k, 0.0)
+
+
+def set_gradient_checkpointing(module: torch.nn.Module, on: bool) -> int:
+    """Turn Hugging Face gradient checkpointing on or off in every model inside `module` (a policy,
+    or a policy + critic): each transformer block's activations are recomputed in the backward
+    pass instead of kept (less memory, about one more forward of compute). Non-reentrant
+    checkpointing, so it also works when the inputs do not require grad (LoRA: frozen embeddings).
+    Returns how many models were switched (0: none supports it)."""
+    if on and getattr(module, "is_adapter_disabled_view", None) is False:  # core/lora.AdapterView
+        raise ValueError("gradient_checkpointing with a second LoRA adapter (a trained copy of the "
+                         "policy) is not supported: backward would recompute with the policy's adapter")
+    models = [m for m in module.modules()
+              if isinstance(m, PreTrainedModel) and getattr(m, "supports_gradient_checkpointing", False)]
+    for m in models:
+        if on:
+            m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        elif is_checkpointing(m):
+            m.activation_checkpointing_disable()
+    return len(models)
+
+
+def is_checkpointing(model: torch.nn.Module) -> bool:
+    """Whether gradient (activation) checkpointing is on in any block of `model`."""
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())

@@ -113,6 +113,14 @@ def cat_rollouts(rollouts: list[Rollout], pad_id: int) -> Rollout:
                    [c for r in rollouts for c in r.completions], P, torch.cat(parts["forced"]))
 
 
+def cache_choice(cache_implementation: str | None, device: torch.device, fsdp: bool = False) -> str | None:
+    """The KV cache `sample` uses: the caller's choice; if none, "static" on CUDA (not under FSDP,
+    whose ranks step in lockstep) and the dynamic cache (None) elsewhere."""
+    if cache_implementation is None and torch.device(device).type == "cuda" and not fsdp:
+        return "static"
+    return cache_implementation
+
+
 @torch.no_grad()
 def sample(model, tok, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
            top_p: float = 1.0, greedy: bool = False, cache_implementation: str | None = None,
@@ -123,11 +131,15 @@ def sample(model, tok, prompts: list[str], max_new_tokens: int, temperature: flo
     `cache_implementation="static"`: a fixed-shape cache; on CUDA transformers then compiles the
     decode step (CUDA graphs), which the environment notes measured ~4.8x faster for generation
     after a one-off compile (untested here on GPU); results equal the dynamic cache.
+    None (the default) picks "static" on CUDA (except under FSDP) and the dynamic cache elsewhere;
+    "dynamic" asks for the dynamic cache everywhere.
     Under FSDP (core/distributed.py) every rank runs decode steps until all ranks are done
     (`synced_gpus`), since each forward all-gathers the sharded weights."""
     from reference_impls.core import distributed
 
     device = next(model.parameters()).device
+    fsdp = distributed.active() and distributed.is_fsdp(model)
+    cache_implementation = cache_choice(cache_implementation, device, fsdp)
     p_tok = encode(tok, prompts, prompt=True)
     f_tok = encode(tok, prefixes) if prefixes is not None else [[] for _ in prompts]
     f_len = torch.tensor([len(f) for f in f_tok], device=device)  # [B] forced-prefix lengths
@@ -143,7 +155,7 @@ def sample(model, tok, prompts: list[str], max_new_tokens: int, temperature: flo
         out = model.generate(input_ids=p_ids, attention_mask=p_mask, max_new_tokens=max_new_tokens,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                              cache_implementation=cache_implementation,
-                             synced_gpus=distributed.active() and distributed.is_fsdp(model), **kw)
+                             synced_gpus=fsdp, **kw)
     finally:
         model.generation_config = saved_cfg
         model.train(was_training)

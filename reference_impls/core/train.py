@@ -38,6 +38,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from reference_impls.core import distributed as dist
+from reference_impls.core.logprobs import logit_chunking
+from reference_impls.core.model import set_gradient_checkpointing
 
 Batch = dict[str, Tensor]
 
@@ -58,6 +60,12 @@ class TrainConfig:
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
     save_every: int = 0  # checkpoint every n steps (0: only at the end)
     fused: bool = True  # fused AdamW where torch has it (see make_optimizer); False: per-parameter
+    logit_chunk: int = 0  # score log-probs this many tokens at a time (chunked output head + log-softmax, recomputed in backward): whole-batch logits never exist; 0 = off
+    gradient_checkpointing: bool = False  # recompute each transformer block's activations in backward (less memory, ~1 more forward of compute)
+
+    def __post_init__(self):
+        if self.logit_chunk < 0:
+            raise ValueError(f"logit_chunk must be >= 0 (0 = off), got {self.logit_chunk}")
 
 
 class Algo(Protocol):
@@ -209,6 +217,7 @@ def train(algo: Algo, cfg: TrainConfig, device: torch.device | str = "cpu", *,
     ckpt = read_checkpoint(resume) if resume is not None else None
     if ckpt is not None:  # weights before sharding: the file holds the full tensors
         module.load_state_dict({k[6:]: v for k, v in ckpt[0].items() if k.startswith("model.")})
+    set_gradient_checkpointing(module, cfg.gradient_checkpointing)
     if fsdp and dist.active():
         dist.fully_shard_model(module)
     dist.broadcast_params(module)  # every rank starts from rank 0's weights
@@ -234,7 +243,7 @@ def train(algo: Algo, cfg: TrainConfig, device: torch.device | str = "cpu", *,
             g["lr"] = lr_at(cfg, step)
         if dist.active():  # independent samples per rank, resumable: a function of (seed, step, rank)
             torch.manual_seed(dist.step_seed(getattr(algo, "seed", 0), step))
-        with autocast(device, cfg.bf16), dist.collecting():
+        with autocast(device, cfg.bf16), dist.collecting(), logit_chunking(cfg.logit_chunk):
             try:
                 batch, log = algo.collect(step)
             except RuntimeError as e:  # e.g. torch.multinomial on inf/nan probabilities
@@ -253,7 +262,7 @@ def train(algo: Algo, cfg: TrainConfig, device: torch.device | str = "cpu", *,
             sums: dict[str, float] = {}
             bad = None  # a non-finite loss on this rank (distributed: every rank stops together)
             for micro in split(batch, cfg.micro_batch_size):
-                with autocast(device, cfg.bf16):
+                with autocast(device, cfg.bf16), logit_chunking(cfg.logit_chunk):
                     loss, stats = algo.loss(micro, totals)
                 if not torch.isfinite(loss):
                     if not dist.active():
