@@ -631,7 +631,7 @@ def run_cmd(
         split = f" [{x.split}]" if x.split else ""
         out.print(f"  {x.note.split(';')[0] if x.note else ''}: {x.benchmark}{split} {x.metric}: "
                   f"{x.value:.2f}{x.unit}", markup=False)
-    out.print(f"recorded in {out_dir / r.id / 'run.json'} (see: sftrl runs show {r.id})", markup=False)
+    out.print(f"recorded in {out_dir / r.id / 'run.json'} (see: sftrl runs show {r.id})", markup=False, soft_wrap=True)
     if r.status != "finished":
         raise typer.Exit(1)
 
@@ -697,7 +697,7 @@ def arena_cmd(
         _usage(str(e))
     for c in state["claims"]:
         out.print(f"{c['claim']}: {c['verdict']}\n    {c['numbers']}", markup=False, highlight=False)
-    out.print(f"report: {out_dir / 'arena.md'}   figure: {out_dir / 'arena.png'}", markup=False)
+    out.print(f"report: {out_dir / 'arena.md'}   figure: {out_dir / 'arena.png'}", markup=False, soft_wrap=True)
 
 
 @app.command("replicate")
@@ -763,7 +763,7 @@ def replicate_cmd(
         out.print(f"  {(x.note or '').split(';')[0]:22} {x.benchmark} [{x.split}] {x.metric}: {x.value:.2f}{x.unit}",
                   markup=False)
     out.print(f"recorded in {out_dir / r.id / 'run.json'} (replicates {study}; sftrl studies --results --runs {out_dir})",
-              markup=False)
+              markup=False, soft_wrap=True)
 
 
 runs_app = typer.Typer(help="Recorded runs: list them, show one with its curves.", invoke_without_command=True)

@@ -125,9 +125,10 @@ def test_cli_replicate_then_studies_shows_measured_beside_reported(tmp_path: Pat
     from sftrl_cli import app
 
     cli = CliRunner()
+    tmp_path = tmp_path / ("a-long-folder-name-" * 6)  # paths in messages must not be wrapped
     r = cli.invoke(app, ["replicate", "deepseekmath", "--steps", "1", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
-    assert "replicates deepseekmath" in r.output
+    assert f"recorded in {tmp_path}" in r.output and "replicates deepseekmath" in r.output
     r = cli.invoke(app, ["studies", "--text", "deepseekmath", "--results", "--runs", str(tmp_path), "-f", "csv"])
     assert r.exit_code == 0, r.output
     lines = [x for x in r.output.splitlines() if x.startswith("deepseekmath,")]

@@ -117,8 +117,8 @@ def make_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     per-parameter). The two agree to float round-off (~1e-7 per step), and a resumed run rebuilds
     the same one, so resume stays exact."""
     if getattr(module, "is_adapter_disabled_view", False):  # core/lora.py
-        raise ValueError("with --lora, a copy of the policy is its adapter-disabled base, which "
-                         "cannot be trained: this method trains a copy of the policy; run it without --lora")
+        raise ValueError("with --lora, copy.deepcopy(policy) is its frozen adapter-disabled base; a method "
+                         "that trains a copy must make it with core.lora.trainable_copy (as token-cleaning does)")
     params = [p for p in module.parameters() if p.requires_grad]
     kw = dict(lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     if cfg.fused:
