@@ -196,10 +196,11 @@ def claims(spec: ArenaSpec, runs: dict[str, list[dict]]) -> list[dict[str, str]]
     def verdict(words: list[str], want: str) -> str:
         """supported: every comparison goes the claim's way; against: any goes the other way;
         partly supported: some go its way, the rest are ties; tie: all ties."""
+        caveat = " (one seed: direction only)" if any("one seed" in w for w in words) else ""
         if any(w.startswith("lower" if want == "higher" else "higher") for w in words):
-            return "against"
+            return "against" + caveat
         hits = sum(w.startswith(want) for w in words)
-        return "supported" if hits == len(words) else "partly supported" if hits else "tie"
+        return ("supported" if hits == len(words) else "partly supported" if hits else "tie") + caveat
 
     # 1. SFT fits the training distribution; RL generalises better out of distribution.
     if sft and rl:

@@ -62,6 +62,8 @@ def test_verdicts_follow_the_numbers():
     assert claims(ArenaSpec(entries=["sft", "grpo"]), tie)[0]["verdict"] == "tie"
     half = _runs({"sft": [(80, 0), (81, 0), (82, 0)], "grpo": [(40, 0), (41, 0), (42, 0)]})  # OOD all 0
     assert claims(ArenaSpec(entries=["sft", "grpo"]), half)[0]["verdict"] == "partly supported"
+    one = {e: rs[:1] for e, rs in good.items()}  # a single seed: no interval, direction only
+    assert claims(spec, one)[0]["verdict"] == "supported (one seed: direction only)"
 
 
 def test_mini_arena_report_matches_its_runs_and_resumes(tmp_path: Path):
