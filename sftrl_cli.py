@@ -53,7 +53,7 @@ class _Console:
         self.get().print(*objects, **kwargs)
 
 
-out = _Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+out = _Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)  # lines (paths) never wrapped; tables fit the width
 err = _Console(stderr=True, soft_wrap=True)
 
 DataOpt = Annotated[
@@ -631,7 +631,7 @@ def run_cmd(
         split = f" [{x.split}]" if x.split else ""
         out.print(f"  {x.note.split(';')[0] if x.note else ''}: {x.benchmark}{split} {x.metric}: "
                   f"{x.value:.2f}{x.unit}", markup=False)
-    out.print(f"recorded in {out_dir / r.id / 'run.json'} (see: sftrl runs show {r.id})", markup=False, soft_wrap=True)
+    out.print(f"recorded in {out_dir / r.id / 'run.json'} (see: sftrl runs show {r.id})", markup=False)
     if r.status != "finished":
         raise typer.Exit(1)
 
@@ -697,7 +697,7 @@ def arena_cmd(
         _usage(str(e))
     for c in state["claims"]:
         out.print(f"{c['claim']}: {c['verdict']}\n    {c['numbers']}", markup=False, highlight=False)
-    out.print(f"report: {out_dir / 'arena.md'}   figure: {out_dir / 'arena.png'}", markup=False, soft_wrap=True)
+    out.print(f"report: {out_dir / 'arena.md'}   figure: {out_dir / 'arena.png'}", markup=False)
 
 
 @app.command("replicate")
@@ -763,7 +763,7 @@ def replicate_cmd(
         out.print(f"  {(x.note or '').split(';')[0]:22} {x.benchmark} [{x.split}] {x.metric}: {x.value:.2f}{x.unit}",
                   markup=False)
     out.print(f"recorded in {out_dir / r.id / 'run.json'} (replicates {study}; sftrl studies --results --runs {out_dir})",
-              markup=False, soft_wrap=True)
+              markup=False)
 
 
 runs_app = typer.Typer(help="Recorded runs: list them, show one with its curves.", invoke_without_command=True)

@@ -10,13 +10,14 @@ per-token tensors are [B, T-1] and `mask` marks the scored completion tokens.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from reference_impls.core.logprobs import sequence_logprobs
 from reference_impls.core.sampling import pad_prompt_completion, sample
-from reference_impls.core.train import Batch
+from reference_impls.core.train import Batch, TrainConfig
 
 
 # ------------------------------------------------------------------------------ sampling & rows
@@ -118,6 +119,19 @@ def sequence_pg_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: T
 
 
 # ------------------------------------------------------------------------------ a base Algo
+@dataclass
+class SampledConfig(TrainConfig):
+    """The options every on-policy sampling method shares (a method's Config extends it)."""
+
+    steps: int = 100  # optimizer steps (sampled batches)
+    batch_size: int = 64  # completions per step = prompts x group_size
+    lr: float = 3e-4  # peak learning rate (AdamW; ours)
+    temperature: float = 1.0  # sampling (and scoring) temperature
+    top_p: float = 1.0  # nucleus sampling
+    max_new_tokens: int = 6  # completion budget (the runner sets the task's)
+    sampler_cache: str | None = None  # "static": fixed-shape KV cache (compiled decode on CUDA)
+
+
 class PGAlgo:
     """What every method of the family shares: the policy, an optional frozen reference, scoring,
     and pi_old log-probs stored when a batch gets several updates (`updates_per_batch` > 1)."""

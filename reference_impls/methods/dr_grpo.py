@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from reference_impls.core.losses import group_advantages
-from reference_impls.core.pg import PGAlgo, rollout
-from reference_impls.core.train import Batch, TrainConfig, step_rng
+from reference_impls.core.pg import PGAlgo, SampledConfig, rollout
+from reference_impls.core.train import Batch, step_rng
 from reference_impls.methods.grpo import grpo_loss
 
 NEEDS = {"verifiable_reward"}  # signals asked of the task (tasks/base.py)
@@ -30,17 +30,11 @@ STARTS_FROM_BASE = True
 
 
 @dataclass
-class Config(TrainConfig):
-    steps: int = 100  # optimizer steps (sampled batches)
-    batch_size: int = 64  # completions per step = prompts x group_size
-    lr: float = 3e-4  # peak learning rate (AdamW; ours)
+class Config(SampledConfig):  # + steps, batch_size, lr, sampling: core/pg.py
     group_size: int = 8  # G completions per prompt
     eps: float = 0.2  # clip range of the token ratio
     beta: float = 0.0  # k3 KL penalty to the reference in the loss (0: none, ours)
-    temperature: float = 1.0  # sampling (and scoring) temperature
-    top_p: float = 1.0  # nucleus sampling
     max_new_tokens: int = 6  # completion budget = the loss's constant normaliser
-    sampler_cache: str | None = None  # "static": fixed-shape KV cache (compiled decode on CUDA)
 
 
 def dr_grpo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, max_len: int,

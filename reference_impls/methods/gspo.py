@@ -24,25 +24,18 @@ import torch
 from torch import Tensor
 
 from reference_impls.core.losses import group_advantages
-from reference_impls.core.pg import PGAlgo, rollout, sequence_pg_loss
-from reference_impls.core.train import Batch, TrainConfig, step_rng
+from reference_impls.core.pg import PGAlgo, SampledConfig, rollout, sequence_pg_loss
+from reference_impls.core.train import Batch, step_rng
 
 NEEDS = {"verifiable_reward"}  # signals asked of the task (tasks/base.py)
 STARTS_FROM_BASE = True
 
 
 @dataclass
-class Config(TrainConfig):
-    steps: int = 100  # optimizer steps (sampled batches)
-    batch_size: int = 64  # completions per step = prompts x group_size
-    lr: float = 3e-4  # peak learning rate (AdamW; ours)
+class Config(SampledConfig):  # + steps, batch_size, lr, sampling: core/pg.py
     group_size: int = 8  # G completions per prompt
     eps_low: float = 3e-4  # clip of the sequence ratio below 1 (paper: 3e-4)
     eps_high: float = 4e-4  # clip of the sequence ratio above 1 (paper: 4e-4)
-    temperature: float = 1.0  # sampling (and scoring) temperature
-    top_p: float = 1.0  # nucleus sampling
-    max_new_tokens: int = 6  # completion budget (the runner sets the task's)
-    sampler_cache: str | None = None  # "static": fixed-shape KV cache (compiled decode on CUDA)
 
 
 def gspo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,

@@ -26,27 +26,20 @@ import torch
 from torch import Tensor
 
 from reference_impls.core.losses import AggregationMode, aggregate, kl_estimate
-from reference_impls.core.pg import PGAlgo, rollout
-from reference_impls.core.train import Batch, TrainConfig, step_rng
+from reference_impls.core.pg import PGAlgo, SampledConfig, rollout
+from reference_impls.core.train import Batch, step_rng
 
 NEEDS = {"verifiable_reward"}  # signals asked of the task (tasks/base.py)
 STARTS_FROM_BASE = True
 
 
 @dataclass
-class Config(TrainConfig):
-    steps: int = 100  # optimizer steps (sampled batches)
-    batch_size: int = 64  # completions per step = prompts x group_size
-    lr: float = 3e-4  # peak learning rate (AdamW; ours)
+class Config(SampledConfig):  # + steps, batch_size, lr, sampling: core/pg.py
     group_size: int = 1  # samples per prompt (1: REINFORCE++; > 1 with baseline="group")
     baseline: Literal["none", "group"] = "none"  # "group": REINFORCE++-baseline, r - group mean
     beta: float = 0.01  # per-token k1 KL penalty in the reward (ours)
     eps: float = 0.2  # PPO clip range of the token ratio
     aggregation: AggregationMode = "seq-mean-token-mean"  # 1/|o| per sequence, mean over sequences
-    temperature: float = 1.0  # sampling (and scoring) temperature
-    top_p: float = 1.0  # nucleus sampling
-    max_new_tokens: int = 6  # completion budget (the runner sets the task's)
-    sampler_cache: str | None = None  # "static": fixed-shape KV cache (compiled decode on CUDA)
 
 
 def reinforce_pp_advantages(rewards: Tensor, mask: Tensor, kl: Tensor | None = None,

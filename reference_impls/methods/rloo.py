@@ -23,27 +23,20 @@ import torch
 from torch import Tensor
 
 from reference_impls.core.losses import group_advantages
-from reference_impls.core.pg import PGAlgo, rollout, sequence_pg_loss
-from reference_impls.core.train import Batch, TrainConfig, step_rng
+from reference_impls.core.pg import PGAlgo, SampledConfig, rollout, sequence_pg_loss
+from reference_impls.core.train import Batch, step_rng
 
 NEEDS = {"verifiable_reward"}  # signals asked of the task (tasks/base.py)
 STARTS_FROM_BASE = True
 
 
 @dataclass
-class Config(TrainConfig):
-    steps: int = 100  # optimizer steps (sampled batches)
-    batch_size: int = 64  # completions per step = prompts x group_size
-    lr: float = 3e-4  # peak learning rate (AdamW; ours)
+class Config(SampledConfig):  # + steps, batch_size, lr, sampling: core/pg.py
     group_size: int = 4  # k samples per prompt (paper: 2 or 4)
     beta: float = 0.05  # KL coefficient in the reward, k1 summed over tokens (TRL default 0.05)
     eps_low: float = 0.2  # sequence-ratio clip below 1 (TRL epsilon)
     eps_high: float = 0.2  # sequence-ratio clip above 1 (TRL epsilon_high)
     normalize_advantages: bool = False  # whiten A over the batch (TRL option, default off)
-    temperature: float = 1.0  # sampling (and scoring) temperature
-    top_p: float = 1.0  # nucleus sampling
-    max_new_tokens: int = 6  # completion budget (the runner sets the task's)
-    sampler_cache: str | None = None  # "static": fixed-shape KV cache (compiled decode on CUDA)
 
 
 def rloo_advantages(rewards: Tensor, group_size: int, kl: Tensor | None = None, beta: float = 0.0,
