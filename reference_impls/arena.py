@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from reference_impls import runner
+from reference_impls.core.record import write_atomic
 from reference_impls.runner import METHODS, UsageError, parse_pipeline
 from taxonomy.registry import load_registry
 from taxonomy.schema import Paradigm, Run, derive_paradigm
@@ -271,18 +271,12 @@ def arena(spec: ArenaSpec, out: Path, progress: bool = True, command: str = "",
         r = run_entry(spec, entry, seed, runs_dir, progress)
         runs.setdefault(entry, []).append(summarise(r))
         state.update(runs=runs, table=table(spec, runs))
-        _write_json(state_path, state)
+        write_atomic(state_path, json.dumps(state, indent=1, default=str))
     state.update(status="finished", claims=claims(spec, runs))
-    _write_json(state_path, state)
+    write_atomic(state_path, json.dumps(state, indent=1, default=str))
     arena_figure(state).savefig(out / "arena.png", dpi=130)
     (out / "arena.md").write_text(report(state), encoding="utf-8")
     return state
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
 
 
 def _pm(m: float, hw: float) -> str:

@@ -46,7 +46,7 @@ from reference_impls.core.evaluate import accuracy, mean_reward
 from reference_impls.core.lora import apply_lora, merge_lora, parse_lora
 from reference_impls.core.model import load_model
 from reference_impls.core.options import coerce
-from reference_impls.core.record import git_commit, hardware, versions, write_run
+from reference_impls.core.record import git_commit, hardware, versions, write_atomic, write_run
 from reference_impls.core.train import NonFiniteError, seed_everything, train
 from reference_impls.tasks import make_task, task_key
 from reference_impls.tasks.base_model import RECIPE, warm_start
@@ -400,10 +400,7 @@ def _gathered(policy, start: str, device: str, chars: str, lora: str | None):
 def _atomic_json(path: Path, obj) -> None:
     if not distributed.is_main():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1))
 
 
 @torch.no_grad()

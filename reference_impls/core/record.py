@@ -43,9 +43,13 @@ def git_commit() -> str | None:
     return res.stdout.strip() or None if res.returncode == 0 else None
 
 
-def write_run(run: Run, path: Path) -> None:
-    """Write run.json atomically (tmp file + os.replace): a reader never sees half a record."""
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file atomically (tmp file + os.replace): a reader never sees half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(run.model_dump_json(indent=2))
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_run(run: Run, path: Path) -> None:
+    write_atomic(path, run.model_dump_json(indent=2))
