@@ -532,6 +532,8 @@ def run_cmd(
     nproc: Annotated[int, typer.Option("--nproc", help="Train data-parallel in N processes (launches torchrun; gloo on CPU, nccl on CUDA: one GPU each)")] = 1,
     fsdp: Annotated[bool, typer.Option("--fsdp", help="With --nproc N: shard parameters, gradients and AdamW states over the processes (FSDP2)")] = False,
     lora: Annotated[str | None, typer.Option("--lora", help="Train LoRA adapters only, e.g. r=16,alpha=32,targets=q_proj,v_proj (needs peft)")] = None,
+    pass_k: Annotated[str | None, typer.Option("--pass-k", help="k of the recorded pass@k, e.g. 1,8,64 (n = max k samples per problem; default 1,4,16; 'off': none)")] = None,
+    report_to: Annotated[str | None, typer.Option("--report-to", help="Also log every step, offline, under the run folder: tensorboard, trackio, jsonl (comma-separated)")] = None,
 ) -> None:
     """Train a method or a pipeline of methods on a task or your data; record one Run.
 
@@ -613,7 +615,8 @@ def run_cmd(
                        task_options=task_options, data=str(data) if data else cfg_file.get("data"),
                        eval_data=str(eval_data) if eval_data else cfg_file.get("eval_data"),
                        reward=reward or cfg_file.get("reward"), stage_options=stage_options, warm=warm,
-                       save_every=save_every, resume=resume, lora=lora, fsdp=fsdp, **overrides)
+                       save_every=save_every, resume=resume, lora=lora, fsdp=fsdp, pass_k=pass_k, report_to=report_to,
+                       **overrides)
     except (runner.UsageError, UserDataError) as e:
         _usage(str(e))
     except RewardError as e:
@@ -653,6 +656,7 @@ def arena_cmd(
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | mps")] = "cpu",
     out_dir: Annotated[Path, typer.Option("--out", help="Arena folder: arena.json, arena.md, arena.png, runs/")] = Path("runs/arena"),
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's)")] = None,
+    pass_k: Annotated[str | None, typer.Option("--pass-k", help="k of the recorded pass@k, e.g. 1,8,64 (default 1,4,16; 'off': none)")] = None,
 ) -> None:
     """Train SFT, RL and hybrid entries from one start under one budget; compare them ID and OOD.
 
@@ -686,7 +690,7 @@ def arena_cmd(
                          task_options=_kv(task_option, "--task-option"), data=str(data) if data else None,
                          eval_data=str(eval_data) if eval_data else None, reward=reward, model=model, device=device,
                          base_steps=base_steps, eval_points=eval_points, stage_options=stage_options,
-                         overrides=overrides)
+                         overrides=overrides, pass_k=pass_k)
     except ValueError as e:  # pydantic: name the option, say what was expected
         errs = getattr(e, "errors", lambda: [])()
         _usage("; ".join(f"--{'-'.join(map(str, x['loc'])).replace('_', '-')}: {x['msg']}" for x in errs) or str(e))
@@ -769,6 +773,10 @@ def replicate_cmd(
 runs_app = typer.Typer(help="Recorded runs: list them, show one with its curves.", invoke_without_command=True)
 app.add_typer(runs_app, name="runs")
 
+from reference_impls.findings_cli import findings_app  # noqa: E402  (sftrl findings: reference_impls/findings.py)
+
+app.add_typer(findings_app, name="findings")
+
 
 @runs_app.command("show")
 def runs_show(
@@ -808,6 +816,12 @@ def runs_show(
         wall = sum(h.get("wall_s", 0.0) for h in run.history)
         toks = sum(h.get("tokens", 0.0) for h in run.history)
         out.print(f"  steps {len(run.history)}, {wall:.1f} s of training, {toks:,.0f} tokens", markup=False)
+        keys = ("reward", "frac_reward_zero_std", "entropy", "kl", "clip_ratio_low", "clip_ratio_high",
+                "completion_len", "completion_len_max", "truncated_frac")  # core/diagnostics.py
+        rows = [h for h in run.history if h.get("step", 0) >= 0]
+        diag = [(k, [h[k] for h in rows if k in h]) for k in keys]
+        if shown := [f"{k} {v[-1]:.3g} / {sum(v) / len(v):.3g}" for k, v in diag if v]:
+            out.print("  diagnostics (last step / mean over steps): " + ", ".join(shown), markup=False)
     out.print("results:")
     for x in run.results:
         out.print(f"  {(x.note or '').split(';')[0]:22} {x.benchmark} [{x.split}] {x.metric}: {x.value:.2f}{x.unit}",

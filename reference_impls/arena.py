@@ -56,6 +56,7 @@ class ArenaSpec(BaseModel):
     eval_points: int = Field(4, ge=0)  # evaluations per stage, for the learning curves
     stage_options: dict[str, dict[str, Any]] = {}  # {"grpo": {"lr": 1e-4}}
     overrides: dict[str, Any] = {}  # options for every stage that has them
+    pass_k: str | None = None  # k of the recorded pass@k ('1,8,64'; None: core/evaluate.PASS_K; 'off': none)
 
 
 def plan(entry: str, spec: ArenaSpec) -> list[tuple[str, int]]:
@@ -101,7 +102,7 @@ def run_entry(spec: ArenaSpec, entry: str, seed: int, runs_dir: Path, progress: 
                       progress=progress, task_options=spec.task_options, data=spec.data,
                       eval_data=spec.eval_data, reward=spec.reward, stage_options=options, warm=True,
                       warm_steps=spec.base_steps, warm_seed=spec.base_seed, eval_points=spec.eval_points,
-                      **spec.overrides)
+                      pass_k=spec.pass_k, **spec.overrides)
 
 
 # ------------------------------------------------------------------------------ reading runs
@@ -117,7 +118,9 @@ def summarise(run: Run) -> dict[str, Any]:
         rows += x.get("rows", 0.0)
         if "eval_in_distribution" in x:
             curve.append([rows, *(100 * x.get(f"eval_{s}", math.nan) for s in SPLITS)])
-    return {"run": run.id, "seed": run.seed, "status": run.status,
+    sampled = {f"{x.metric} {x.split.value}": x.value for x in run.results  # pass@k, KL to base, ...
+               if x.split and x.metric.startswith(("pass@", "kl_to_base", "entropy", "length"))}
+    return {"run": run.id, "seed": run.seed, "status": run.status, "sampled": sampled,
             **{s: final.get(s) for s in SPLITS},
             **{f"start_{s}": 100 * start[f"eval_{s}"] for s in SPLITS if f"eval_{s}" in start},
             "rows": rows, "tokens": sum(x.get("tokens", 0.0) for x in h),
@@ -303,6 +306,7 @@ def report(state: dict[str, Any]) -> str:
     if over:
         lines += ["", f"Rows above the budget: {', '.join(over)}: these methods add expert or off-policy "
                   "rows to the batch_size rows each step (their batch_size counts the rollouts only)."]
+    lines += sampled_table(state)
     lines += ["", "## The survey's claims, as these runs show them", ""]
     for c in state.get("claims", []):
         lines.append(f"- **{c['claim']}** — *{c['verdict']}*. {c['numbers']}.")
@@ -310,6 +314,23 @@ def report(state: dict[str, Any]) -> str:
               "model these are statements about this set-up, not about LLMs at large.", "",
               "![arena](arena.png)", ""]
     return "\n".join(lines)
+
+
+def sampled_table(state: dict[str, Any]) -> list[str]:
+    """Markdown lines: the final models' sampled metrics (pass@k, KL to base, entropy), mean ± 95% CI."""
+    keys = sorted({k for rs in state["runs"].values() for r in rs for k in r.get("sampled", {})},
+                  key=lambda k: (k.split()[1], k.startswith("pass@") and int(k.split()[0][5:]) or 10**9, k))
+    if not keys:
+        return []
+    lines = ["", "Sampled metrics of the final models (T = 1; pass@k by the unbiased estimator, %; "
+             "KL(base‖policy) in nats per prompt, ID only; entropy in nats per token):", "",
+             "| entry | " + " | ".join(k.replace("in_distribution", "ID").replace("out_of_distribution", "OOD")
+                                   for k in keys) + " |", "|" + " --- |" * (len(keys) + 1)]
+    for entry, rs in state["runs"].items():
+        ok = [r for r in rs if r["status"] == "finished"]
+        cells = [_pm(*mean_ci([r["sampled"][k] for r in ok if k in r.get("sampled", {})])) for k in keys]
+        lines.append(f"| {entry} | " + " | ".join(cells) + " |")
+    return lines
 
 
 COLOURS = {"sft": "#1f77b4", "rl": "#d62728", "hybrid": "#2ca02c"}

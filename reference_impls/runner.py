@@ -41,15 +41,15 @@ from typing import Any
 
 import torch
 
-from reference_impls.core import distributed
-from reference_impls.core.evaluate import accuracy, mean_reward
+from reference_impls.core import distributed, tracking
+from reference_impls.core.evaluate import accuracy, mean_reward, parse_ks, sampled_results
 from reference_impls.core.lora import apply_lora, merge_lora, parse_lora
 from reference_impls.core.model import load_model
 from reference_impls.core.options import coerce
 from reference_impls.core.record import git_commit, hardware, versions, write_atomic, write_run
 from reference_impls.core.train import NonFiniteError, seed_everything, train
 from reference_impls.tasks import make_task, task_key
-from reference_impls.tasks.base_model import RECIPE, warm_start
+from reference_impls.tasks.base_model import RECIPE, demonstrations_for_warm_start, sized, warm_start
 from taxonomy.registry import load_registry
 from taxonomy.schema import Data, DataSource, Origin, Pipeline, Result, Run, Split, Stage
 
@@ -165,7 +165,7 @@ def run(pipeline: str | list[str] | None = None, task: str = "addition", model: 
         warm_steps: int | None = None, warm_seed: int | None = None, eval_points: int = 0,
         replicates: str | None = None,
         notes: list[str] | None = None, lora: str | None = None, fsdp: bool = False,
-        **overrides) -> Run:
+        pass_k: str | None = None, report_to: str | list[str] | None = None, **overrides) -> Run:
     """Validate everything, then train each stage in turn and record one Run (see module doc).
     `warm_steps`: steps of the warm-start recipe (a weaker or stronger base; default RECIPE's);
     `warm_seed`: the seed the base is trained with (default: the run's seed).
@@ -174,6 +174,7 @@ def run(pipeline: str | list[str] | None = None, task: str = "addition", model: 
     `replicates`: the catalogued study this run replicates (sftrl replicate); `notes`: kept in the
     Run's config (e.g. which study stage was replaced by which method).
     `lora`: 'r=16,alpha=32,targets=q_proj,v_proj' trains LoRA adapters (core/lora.py).
+    `report_to`: 'tensorboard,trackio,jsonl' also writes each step under the run folder (core/tracking.py).
     Under torchrun (more than one process) every rank calls `run` alike: ranks train data-parallel
     and rank 0 records (core/distributed.py); `fsdp` then shards the parameters with FSDP2.
     `stop_after` (tests): stop the last-started stage after that many steps, as if killed."""
@@ -197,6 +198,15 @@ def run(pipeline: str | list[str] | None = None, task: str = "addition", model: 
             raise UsageError(str(e)) from None
         if importlib.util.find_spec("peft") is None:
             raise UsageError("--lora needs the peft package: pip install -e '.[lora]' (or 'peft==0.21.2')")
+    if pass_k not in (None, "off"):  # sampled metrics (core/evaluate.sampled_results); "off": none
+        try:
+            parse_ks(pass_k)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    try:
+        report_to = tracking.parse_report_to(report_to)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if fsdp and not distributed.launched():
         raise UsageError("--fsdp shards the model over processes: use it with --nproc N (or under torchrun)")
     distributed.init(device)
@@ -212,7 +222,7 @@ def run(pipeline: str | list[str] | None = None, task: str = "addition", model: 
                 stage_options=stage_options or {}, overrides=overrides, warm=warm,
                 save_every=save_every, warm_steps=warm_steps, warm_seed=warm_seed, eval_points=eval_points,
                 replicates=replicates,
-                notes=notes or [], lora=lora, fsdp=fsdp)
+                notes=notes or [], lora=lora, fsdp=fsdp, pass_k=pass_k, report_to=report_to)
     spec = distributed.broadcast(spec)  # under torchrun: rank 0's id and time on every rank
     return _execute(spec, out / spec["id"], progress, stop_after, fresh=True)
 
@@ -250,7 +260,12 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
     points = int(s.get("eval_points") or 0)
     records: list[Stage] = []
     if warm:
-        records.append(Stage(method="sft", data=[Data(source=DataSource.benchmark, name=f"{s['task']} demonstrations")],
+        try:
+            demo_task, what = demonstrations_for_warm_start(task_obj)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        recipe = sized(demo_task, recipe)
+        records.append(Stage(method="sft", data=[Data(source=DataSource.benchmark, name=f"{s['task']} {what}")],
                              hyperparameters=_scalars(dataclasses.asdict(recipe)),
                              note="warm-start base (cached), reference_impls.tasks.base_model"))
     for m, cfg in zip(stages, cfgs, strict=True):
@@ -274,6 +289,7 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
     history: list[dict] = []
     results: list[Result] = []
     _write_run(record(history, results, "running"), rdir / "run.json")
+    tracker = tracking.Tracker(s.get("report_to") or [] if distributed.is_main() else [], rdir, s["id"], config)
     if warm and not distributed.is_main():
         distributed.barrier()  # rank 0 builds (or finds) the cached warm-start base first
     with distributed.local():
@@ -281,6 +297,7 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
         start = str(warm_start(task_obj, model, wseed, recipe, key=tkey)) if warm else model
     if warm and distributed.is_main():
         distributed.barrier()
+    base = start  # the Run's starting model: KL(base || policy) is measured against it
     try:
         for i, (m, cfg) in enumerate(zip(stages, cfgs, strict=True)):
             k = i + 1 + int(bool(warm))  # the stage's position in the Run (the warm start is stage 1)
@@ -319,8 +336,10 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
                 def on_step(log, every=every, steps=cfg.steps, policy=policy, tok=tok):
                     if (log["step"] + 1) % every == 0 or log["step"] == steps - 1:
                         log.update(_eval_points(policy, tok, task_obj))
+            tracker.step = len(history) + len(first)
             h = train(algo, cfg, device, checkpoint=ckpt, resume=ckpt if ckpt.exists() else None,
-                      progress=progress and distributed.is_main(), stop_after=last, on_step=on_step,
+                      progress=progress and distributed.is_main(), stop_after=last,
+                      on_step=tracker.chain(on_step, k),
                       fsdp=bool(s.get("fsdp")))
             if distributed.is_fsdp(policy):  # a plain copy of the trained weights (every rank)
                 policy = _gathered(policy, start, device, chars, s.get("lora"))
@@ -338,7 +357,8 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
             else:
                 # DDP: rank 0 evaluates; FSDP: every rank (a method's metrics may run the sharded module)
                 solo = distributed.active() and not s.get("fsdp") and not distributed.is_main()
-                res = distributed.broadcast(None if solo else evaluate(algo, policy, tok, task_obj, cfg, s["id"], k, m))
+                res = distributed.broadcast(None if solo else (evaluate(algo, policy, tok, task_obj, cfg, s["id"], k, m)
+                                                               + _sampled(policy, tok, task_obj, s, k, m, base, device, chars)))
                 policy = merge_lora(policy)  # W + alpha/r B A: the next stage starts from a plain model
                 if distributed.is_main():
                     policy.save_pretrained(sdir / "model")
@@ -364,6 +384,8 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
     except Exception as e:  # record the failure, then let it propagate
         _write_run(record(history, [], "failed", f"{type(e).__name__}: {e}"), rdir / "run.json")
         raise
+    finally:
+        tracker.close()
     run_ = record(history, results, "finished")
     _write_run(run_, rdir / "run.json")
     return run_
@@ -377,6 +399,15 @@ def _eval_points(policy, tok, task) -> dict[str, float]:
     out = {f"eval_{k}": accuracy(policy, tok, task, v) for k, v in task.eval_sets.items() if v}
     policy.train(was)
     return out
+
+
+def _sampled(policy, tok, task, s: dict, stage: int, method: str, base: str, device, chars) -> list[Result]:
+    """pass@k, entropy, length (each split) and KL(base || policy) (ID): core/evaluate.sampled_results."""
+    if s.get("pass_k") == "off":
+        return []
+    base_model, _ = load_model(base, device, chars=chars)
+    return sampled_results(policy, tok, task, s["id"], f"stage {stage} ({method})", parse_ks(s.get("pass_k")),
+                           base=base_model)
 
 
 def _write_run(run_: Run, path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # an accidental hub call fails fast
 
@@ -108,3 +110,65 @@ def crafted_grpo_batch(seed: int = 0) -> dict[str, torch.Tensor]:
     return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
             "completion_mask": completion_mask,
             "advantages": torch.tensor([1.2, -0.7, 0.0, -0.5, 0.9, -1.4, 0.3, 0.6])}
+
+
+# ---------------------------------------------------------- a scripted sampler (no model needed)
+def scripted_outcome(prompt: str, k: int) -> bool:
+    """Whether the k-th copy of addition prompt "a+b=" in a sampling call is answered right:
+    s = a + b; s % 4 == 0: every copy wrong, 1: every copy right, else copies k = 0, 2, ... right."""
+    a, b = prompt.rstrip("=").split("+")
+    s = int(a) + int(b)
+    return {0: False, 1: True}.get(s % 4, k % 2 == 0)
+
+
+def scripted_sample(model, tok, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
+                    top_p: float = 1.0, greedy: bool = False, cache_implementation=None,
+                    prefixes: list[str] | None = None):
+    """core.sampling.sample's stand-in: same Rollout layout, but the completion of a copy of an
+    addition prompt is a function of (prompt, copy index k in this call) only (`scripted_outcome`:
+    the sum, or a wrong sum with k % 2 trailing zeros), so one process and each rank's share of a
+    batch get the same rows. A forced `prefix` is continued by the rest of the scripted text."""
+    from reference_impls.core.sampling import Rollout, encode, left_pad, right_pad
+
+    device = next(model.parameters()).device
+    prefixes = prefixes or [""] * len(prompts)
+    seen: dict[str, int] = {}
+    conts = []
+    for p, f in zip(prompts, prefixes, strict=True):
+        k = seen[p] = seen.get(p, -1) + 1
+        a, b = p.rstrip("=").split("+")
+        right = str(int(a) + int(b))
+        target = right if scripted_outcome(p, k) else str(int(a) + int(b) + 1) + "0" * (k % 2)
+        conts.append(target[len(f):] if target.startswith(f) else target[:1])
+    p_tok, f_tok = encode(tok, prompts, prompt=True), encode(tok, prefixes)
+    eos = tok.eos_token_id
+    c_tok = [(c + [eos])[:max_new_tokens] for c in encode(tok, conts)]
+    p_ids, p_mask = left_pad([p + f for p, f in zip(p_tok, f_tok, strict=True)], tok.pad_token_id, device)
+    c_ids, c_mask = right_pad(c_tok, tok.pad_token_id, device)
+    P = p_ids.shape[1]
+    f_len = torch.tensor([len(f) for f in f_tok], device=device)
+    in_prefix = (torch.arange(P, device=device) >= P - f_len[:, None]).long()  # [B, P]
+    forced = torch.cat([in_prefix, torch.zeros_like(c_mask)], 1)[:, 1:].float()
+    mask = torch.cat([in_prefix, c_mask], 1)[:, 1:].float()
+    texts = [tok.decode(f + c, skip_special_tokens=True) for f, c in zip(f_tok, c_tok, strict=True)]
+    return Rollout(torch.cat([p_ids, c_ids], 1), torch.cat([p_mask, c_mask], 1), mask, texts, P, forced)
+
+
+@contextlib.contextmanager
+def scripted_sampling() -> Iterator[None]:
+    """Inside: core.sampling.sample is `scripted_sample` in every loaded reference_impls module
+    that imported it (restored on exit)."""
+    import sys
+
+    from reference_impls.core import sampling
+
+    real = sampling.sample
+    mods = [m for n, m in list(sys.modules.items())
+            if n.startswith("reference_impls") and getattr(m, "sample", None) is real]
+    for m in mods:
+        m.sample = scripted_sample
+    try:
+        yield
+    finally:
+        for m in mods:
+            m.sample = real

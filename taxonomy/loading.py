@@ -340,7 +340,22 @@ def gc_paused() -> Iterator[None]:
 
 # ---------------------------------------------------------------------------- the validated cache
 
-CACHE_ENV = "SFTRL_CACHE"  # a folder for the cache, or "off"
+CACHE_ENV = "SFTRL_CATALOG_CACHE"  # "off", or a folder for the catalogue cache alone
+ROOT_ENV = "SFTRL_CACHE"  # the root of every sftrl cache (models too); the catalogue's is ROOT/catalog
+OFF = ("0", "off", "no", "false")
+
+
+def catalog_cache_folder() -> Path | None:
+    """$SFTRL_CATALOG_CACHE (a folder, or off), else $SFTRL_CACHE/catalog, else
+    $XDG_CACHE_HOME/sftrl/catalog or ~/.cache/sftrl/catalog. `SFTRL_CACHE=off` is still read as
+    "no catalogue cache" (its old meaning); the model cache never takes "off" for a folder."""
+    own, root = os.environ.get(CACHE_ENV, ""), os.environ.get(ROOT_ENV, "")
+    if own.lower() in OFF or (not own and root.lower() in OFF):
+        return None
+    if own:
+        return Path(own)
+    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sftrl"
+    return base / "catalog"
 CACHE_MIN_CHARS = 4_000  # smaller files parse in a millisecond; larger ones, relations.yaml included,
 # are cached, so a catalogue read wholly from the cache never imports yaml (~25 ms of a CLI call)
 CACHE_MAX_FILES = 2000  # oldest dropped beyond this
@@ -360,11 +375,9 @@ class _Cache:
 
     @classmethod
     def open(cls, text: str, name: str, key: str, model: type) -> _Cache | None:
-        setting = os.environ.get(CACHE_ENV, "")
-        if len(text) < CACHE_MIN_CHARS or setting.lower() in ("0", "off", "no", "false"):
+        folder = catalog_cache_folder()
+        if len(text) < CACHE_MIN_CHARS or folder is None:
             return None
-        folder = Path(setting) if setting else Path(
-            os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sftrl" / "catalog"
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             st = folder.stat()

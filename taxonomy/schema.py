@@ -78,6 +78,7 @@ class Family(StrEnum):
     sft_to_rl = "sft_to_rl"  # SFT signal brought into RL (LUFFY, SRFT, BREAD, NFT, ReLIFT)
     rl_to_sft = "rl_to_sft"  # RL view rectifies SFT (DFT, iw-SFT)
     sft_plus_rl = "sft_plus_rl"  # single-stage SFT+RL (Prefix-RFT, CHORD, UFT, HPT, SRL)
+    distillation = "distillation"  # a teacher's token distributions on the student's own samples (GKD)
 
 
 class Signal(StrEnum):

@@ -32,7 +32,7 @@ from taxonomy.loading import _BAD_CHARS, Problem
 from tests.conftest import MINI
 
 pytestmark = pytest.mark.filterwarnings("ignore")
-os.environ["SFTRL_CACHE"] = "off"  # fuzzed catalogues must not fill the user's cache
+os.environ["SFTRL_CATALOG_CACHE"] = "off"  # fuzzed catalogues must not fill the user's cache
 SETTINGS = {"deadline": None, "derandomize": True, "database": None,
             "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
 LIMIT_S = 10  # per catalogue; a hang fails the test instead of stalling CI
@@ -442,11 +442,26 @@ def test_many_entries_aliasing_one_big_entry_are_refused_quickly(mini_dir):
     assert any("alias bomb" in p.message for p in problems) and len(problems) < 100
 
 
+def test_cache_switches_are_apart(tmp_path, monkeypatch):
+    """SFTRL_CACHE=off switches the catalogue cache off and never makes a model folder named off/;
+    SFTRL_CACHE=DIR holds both caches, the catalogue's under DIR/catalog."""
+    from reference_impls.core.model import cache_dir
+    from taxonomy import loading
+
+    monkeypatch.delenv("SFTRL_CATALOG_CACHE", raising=False)
+    monkeypatch.setenv("SFTRL_CACHE", "off")
+    assert loading.catalog_cache_folder() is None and cache_dir().name == "sftrl"
+    monkeypatch.setenv("SFTRL_CACHE", str(tmp_path))
+    assert loading.catalog_cache_folder() == tmp_path / "catalog" and cache_dir() == tmp_path
+    monkeypatch.setenv("SFTRL_CATALOG_CACHE", "off")
+    assert loading.catalog_cache_folder() is None and cache_dir() == tmp_path
+
+
 def test_cache_is_used_and_never_stale(mini_dir, tmp_path, monkeypatch):
     from taxonomy import loading
 
     cache = tmp_path / "cache"
-    monkeypatch.setenv("SFTRL_CACHE", str(cache))
+    monkeypatch.setenv("SFTRL_CATALOG_CACHE", str(cache))
     monkeypatch.setattr(loading, "CACHE_MIN_CHARS", 0)  # cache even the small fixture files
     first = check_catalog(mini_dir)
     assert len(list(cache.glob("*.pickle"))) == 4 and first[2] == []

@@ -12,6 +12,7 @@ from reference_impls import runner
 from taxonomy.registry import load_registry
 
 IMPLEMENTED = sorted(m.id for m in load_registry().methods.values() if m.impl)
+FAST = {"gkd": {"teacher_steps": 20}}  # a method's own warm start (gkd's teacher), shortened for plumbing tests
 
 
 def test_registry_and_runner_agree():
@@ -24,7 +25,7 @@ def test_registry_and_runner_agree():
 def test_two_steps_of_every_implemented_method(method, tmp_path):
     multi_turn = "multi_turn" in getattr(runner.METHODS[method], "NEEDS", ())
     r = runner.run(method, task="guess" if multi_turn else "addition", steps=2, out=tmp_path,
-                   progress=False, seed=0)
+                   progress=False, seed=0, **FAST.get(method, {}))
     assert r.status == "finished" and len(r.history) == 2 * len(runner.parse_pipeline(method))
     assert all(math.isfinite(v) for h in r.history for v in h.values())
     assert r.pipeline.stages[-1].method == runner.parse_pipeline(method)[-1]
@@ -78,6 +79,6 @@ def test_every_method_runs_on_reasoning_gym_and_a_user_jsonl(method, user_jsonl,
             with pytest.raises(runner.UsageError, match="needs multi_turn"):
                 runner.run(method, steps=1, out=tmp_path, progress=False, warm=False, **kw)
             continue
-        r = runner.run(method, steps=1, out=tmp_path, progress=False, warm=False, **kw)
+        r = runner.run(method, steps=1, out=tmp_path, progress=False, warm=False, **kw, **FAST.get(method, {}))
         assert r.status == "finished", (kw, r.message)
         assert all(math.isfinite(x.value) for x in r.results)

@@ -11,11 +11,15 @@ The design (core/train.py and runner.py use this file; method files know nothing
   its contiguous share (`ShardedTask`). A group method asks for *prompts* and samples the G
   completions of each prompt itself, so every group lives whole on one rank: group statistics
   (GRPO's mean/std, RLOO's leave-one-out baseline) are exact with no communication. Statistics
-  a method takes over its *whole batch* (REINFORCE++ and PPO advantage whitening) are taken over
-  the rank's share. Methods that fill a quota of `batch_size` rows by drawing again (DAPO's
-  dynamic sampling, GRESO, SEC) or by filtering samples or a selected pool (STaR, RFT, RAFT, ReST,
-  ReST-EM, LIMA, Fisher-SFT) fill it on every rank: N ranks train on N x batch_size rows (measured
-  with 2 ranks, 2026-11-28); pass `--set batch_size=B/N` for theirs to stay B.
+  a method takes over its *whole batch* are taken over every rank's rows (`moments`, `all_sum`):
+  REINFORCE++, PPO and RLOO advantage whitening, KTO's z0 (its mismatched rows rotate across
+  ranks), the hybrids' row normalisers (core/hybrid.row_weights, NFT, UFT's hint count), and
+  ReLIFT's buffer of failed prompts (gathered, one buffer on every rank). DAPO's dynamic
+  sampling fills each rank's share of the step's groups. Methods that fill a quota of
+  `batch_size` rows by drawing again (GRESO, SEC) or by filtering samples or a selected pool
+  (STaR, RFT, RAFT, ReST, ReST-EM, LIMA, Fisher-SFT) fill it on every rank: N ranks train on
+  N x batch_size rows (measured with 2 ranks, 2026-11-28); pass `--set batch_size=B/N` for
+  theirs to stay B.
 - **Loss normalisation.** Before the loss the loop sums the batch totals over ranks
   (`totals["rows"]`, `totals["tokens"]`), so each rank's loss is its share of the *global* batch
   loss (token-mean losses divide by the global token count, sequence means by the global row
@@ -132,6 +136,21 @@ def _gather(obj) -> list:
     out = [None] * size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def gather_objects(obj) -> list:
+    """[rank 0's obj, rank 1's, ...] (picklable values); [obj] in a single process."""
+    return _gather(obj) if active() else [obj]
+
+
+def moments(x: Tensor, mask: Tensor, unbiased: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """(mean, variance, count) of x over mask == 1 on ALL ranks: the global batch's statistics
+    (advantage whitening). variance divides by n - 1 (`unbiased`) or n.   x, mask [B, ...] -> scalars"""
+    m = mask.to(x.dtype)
+    s = all_sum(torch.stack([(x * m).sum(), m.sum()]))  # [sum x, n] over ranks
+    mean, n = s[0] / s[1].clamp(min=1), s[1]
+    ss = all_sum((((x - mean) * m) ** 2).sum())  # sum (x - mean)^2 over ranks
+    return mean, ss / ((n - 1) if unbiased else n).clamp(min=1), n
 
 
 # ------------------------------------------------------------------------------ data sharding

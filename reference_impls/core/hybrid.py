@@ -8,6 +8,8 @@
     row_weights / wsum      per-row normalisers fixed at collect time, so a loss written as
                             wsum(l, mask, w) = sum_it l m w_i is a whole-batch mean however the
                             batch is split into micro-batches (gradient-accumulation invariance)
+                            or over processes (torchrun: the counts are summed over ranks, so
+                            N ranks' losses add up to one process's; core/distributed.py)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from reference_impls.core import distributed
 from reference_impls.core.sampling import Rollout, cat_rollouts, expert_rollout, sample
 
 CORRECT = 0.5  # a completion counts as correct when its reward is at least this
@@ -84,12 +87,13 @@ def row_weights(mask: Tensor, rows: Tensor, mode: str = "token-mean", max_len: i
     """Per-row weights w [B] over the selected `rows` [B] (0/1), zero elsewhere, such that
     wsum(l, mask, w) is  token-mean: sum_{i in rows, t} l m / sum_{i in rows, t} m
                          constant:   sum_{i in rows, t} l m / (|rows| * max_len)   (Dr. GRPO)
-    over the whole batch. Computed once at collect time and stored in the batch."""
+    over the whole batch: under torchrun, the rows and tokens of every rank (a collective: every
+    rank calls it alike). Computed once at collect time and stored in the batch."""
     rows = rows.float().to(mask.device)
     if mode == "token-mean":
-        return rows / (mask.sum(-1) * rows).sum().clamp(min=1)
+        return rows / distributed.all_sum((mask.sum(-1) * rows).sum()).clamp(min=1)
     if mode == "constant":
-        return rows / (rows.sum().clamp(min=1) * max_len)
+        return rows / (distributed.all_sum(rows.sum()).clamp(min=1) * max_len)
     raise ValueError(f"unknown aggregation {mode!r}")
 
 

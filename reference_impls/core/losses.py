@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-AggregationMode = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "constant"]
+AggregationMode = Literal["token-mean", "token-sum", "seq-mean-token-mean", "seq-mean-token-sum", "constant"]
 KLKind = Literal["k1", "k2", "k3"]
 
 
@@ -22,6 +22,7 @@ def aggregate(loss_tok: Tensor, mask: Tensor, mode: AggregationMode, constant: f
     """Reduce a per-token loss [B, T] under `mask` [B, T] to a scalar.
 
     token-mean           sum_it l m / sum_it m                     (DAPO, arXiv 2503.14476)
+    token-sum            sum_it l m                                (no normaliser)
     seq-mean-token-mean  1/B sum_i (sum_t l m / sum_t m)           (GRPO paper, arXiv 2402.03300)
     seq-mean-token-sum   1/B sum_i sum_t l m
     constant             sum_it l m / (B * constant)               (Dr. GRPO, arXiv 2503.20783;
@@ -34,6 +35,8 @@ def aggregate(loss_tok: Tensor, mask: Tensor, mode: AggregationMode, constant: f
     if mode == "token-mean":
         n_tok = mask.sum() if total_tokens is None else total_tokens
         return lm.sum() / n_tok
+    if mode == "token-sum":
+        return lm.sum()
     if mode == "seq-mean-token-mean":
         return (lm.sum(-1) / mask.sum(-1).clamp(min=1)).sum() / n_seqs
     if mode == "seq-mean-token-sum":

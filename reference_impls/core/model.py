@@ -37,8 +37,13 @@ TINY = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_atte
 
 
 def cache_dir() -> Path:
-    """Where built presets and warm-start bases live: $SFTRL_CACHE, else ~/.cache/sftrl."""
-    return Path(os.environ.get("SFTRL_CACHE", Path.home() / ".cache" / "sftrl"))
+    """Where built presets and warm-start bases live: $SFTRL_CACHE, else ~/.cache/sftrl. Models are
+    always cached: `SFTRL_CACHE=off` (the old catalogue-cache switch) means the default folder here,
+    never a folder named `off` in the working directory."""
+    setting = os.environ.get("SFTRL_CACHE", "")
+    if not setting or setting.lower() in ("0", "off", "no", "false"):
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sftrl"
+    return Path(setting)
 
 
 def config_key(cfg: dict) -> str:

@@ -1,7 +1,19 @@
 """Machinery shared by the critic-free policy-gradient methods (reinforce, remax, rloo,
-reinforce-pp, raft-pp, gspo, dapo, dr-grpo): sample-and-score, rebuilding a batch from kept rows,
-group filters (dynamic sampling, Reinforce-Rej), overlong shaping (DAPO), sequence-level
-importance ratios and the sequence-level policy-gradient loss.
+reinforce-pp, raft-pp, gspo, dapo, dr-grpo, cispo, sapo, gmpo): sample-and-score, rebuilding a
+batch from kept rows, group filters (dynamic sampling, Reinforce-Rej), overlong shaping (DAPO),
+sequence-level importance ratios and the sequence-level policy-gradient loss.
+
+The two policy-gradient knobs every group method carries (one place, TRL / verl names):
+  aggregation    how token losses l [B, T] become one number (core/losses.aggregate; verl's
+                 `loss_agg_mode`, TRL's `loss_type` normaliser): token-mean (TRL dapo/bnpo/cispo),
+                 token-sum, seq-mean-token-mean (TRL grpo/sapo), seq-mean-token-sum, constant
+                 (TRL dr_grpo: sum / (B * max_new_tokens)). Normalisers are the *global* batch's
+                 token / row counts (`totals`, summed over ranks by core/train.py).
+  scale_rewards  advantage of reward r_i in its group g (TRL `scale_rewards`, `scaled_advantages`):
+                 group  (r_i - mean_g r) / (std_g r + 1e-4)
+                 batch  (r_i - mean_g r) / (std_batch r + 1e-4), std over the whole step's batch
+                        (all ranks; PPO-Lite, arXiv 2508.08221, as TRL cites)
+                 none   r_i - mean_g r                                           (Dr. GRPO)
 
 Layout: a batch is `[left-padded prompt | completion right-padded after EOS]` (core/sampling.py);
 per-token tensors are [B, T-1] and `mask` marks the scored completion tokens.
@@ -11,13 +23,19 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from reference_impls.core import distributed as dist
+from reference_impls.core.diagnostics import clip_stats, truncated  # noqa: F401  (truncated: re-exported)
 from reference_impls.core.logprobs import sequence_logprobs
+from reference_impls.core.losses import group_advantages
 from reference_impls.core.sampling import pad_prompt_completion, sample
-from reference_impls.core.train import Batch, TrainConfig
+from reference_impls.core.train import Batch, TrainConfig, step_rng
+
+ScaleRewards = Literal["group", "batch", "none", "loo", "std"]  # "std" = "group" (older runs), "loo": RLOO's baseline
 
 
 # ------------------------------------------------------------------------------ sampling & rows
@@ -69,13 +87,6 @@ def completion_lengths(mask: Tensor) -> Tensor:
     return mask.sum(-1)
 
 
-def truncated(batch: Batch, eos_id: int) -> Tensor:
-    """Rows whose completion did not end with EOS (cut at the token budget).   -> bool [B]."""
-    ids = batch["input_ids"][:, 1:]  # scored tokens, aligned with mask [B, T-1]
-    last = (batch["mask"] * torch.arange(1, ids.shape[1] + 1, device=ids.device)).argmax(-1)  # [B]
-    return ids[torch.arange(len(ids)), last] != eos_id
-
-
 def overlong_penalty(lengths: Tensor, max_len: int, buffer: int) -> Tensor:
     """DAPO's soft overlong punishment (arXiv 2503.14476, eq. 13), L_max = max_len, L_cache = buffer:
         0                                  if |y| <= L_max - L_cache
@@ -84,6 +95,29 @@ def overlong_penalty(lengths: Tensor, max_len: int, buffer: int) -> Tensor:
     expected = max_len - buffer
     pen = (expected - lengths.float()) / buffer
     return torch.where(lengths <= expected, torch.zeros_like(pen), pen.clamp(min=-1.0))
+
+
+# ------------------------------------------------------------------------------ advantages
+def batch_std(rewards: Tensor) -> Tensor:
+    """Unbiased (N-1) std of the rewards of the whole step's batch, over every rank (sums of r and
+    r^2 are all-reduced, float64), as TRL's nanstd over the gathered rewards.   [N] -> scalar"""
+    r = rewards.double()
+    n, s1, s2 = ((x) for x in (torch.tensor(float(r.numel()), dtype=torch.float64), r.sum(), (r * r).sum()))
+    var = (s2 - s1 * s1 / n) / (n - 1).clamp(min=1)
+    return var.clamp(min=0).sqrt().to(rewards.dtype if rewards.is_floating_point() else torch.float32)
+
+
+def scaled_advantages(rewards: Tensor, group_size: int, scale_rewards: ScaleRewards = "group",
+                      eps: float = 1e-4) -> Tensor:
+    """A_i = r_i - mean_g r, divided by (std + eps) per `scale_rewards` (module doc). Every
+    rank must call it the same number of times per step ("batch" all-reduces).   [N] -> [N]"""
+    if scale_rewards in ("group", "std"):
+        return group_advantages(rewards, group_size, "std", eps)
+    if scale_rewards in ("none", "loo"):
+        return group_advantages(rewards, group_size, scale_rewards)
+    if scale_rewards == "batch":
+        return group_advantages(rewards, group_size, "none") / (batch_std(rewards.float()) + eps)
+    raise ValueError(f"scale_rewards must be group, batch or none (got {scale_rewards!r})")
 
 
 # ------------------------------------------------------------------------------ losses
@@ -114,8 +148,22 @@ def sequence_pg_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: T
         per_seq = -torch.minimum(s * advantages, s_clip * advantages)  # -min(s A, clip(s) A)
         clipped = ((s < 1 - eps_low) & (advantages < 0)) | ((s > 1 + eps_high) & (advantages > 0))
     n = len(s) if total_seqs is None else total_seqs
-    return per_seq.sum() / n, {"clip_frac": clipped.float().sum().item() / n,
-                               "ratio": s.detach().sum().item() / n}
+    sd = s.detach()  # clip shares per sequence (TRL counts a sequence ratio once per sequence)
+    lo = ((sd < 1 - eps_low) & (advantages < 0)).float().sum().item() / n if eps_low is not None else 0.0
+    return per_seq.sum() / n, {"clip_frac": clipped.float().sum().item() / n, "clip_ratio_low": lo,
+                               "clip_ratio_high": clipped.float().sum().item() / n - lo,
+                               "ratio": sd.sum().item() / n}
+
+
+@torch.no_grad()
+def group_collect(algo, step: int) -> tuple[Batch, dict[str, float]]:
+    """GRPO's collect: `batch_size / group_size` prompts, G samples each, advantages per
+    `cfg.scale_rewards` (reference / pi_old log-probs added by `algo.finish`)."""
+    c = algo.cfg
+    problems = algo.task.prompts(c.batch_size // c.group_size, step_rng(algo.seed, step))
+    batch, r = rollout(algo, [p for p in problems for _ in range(c.group_size)])
+    batch["advantages"] = scaled_advantages(r, c.group_size, c.scale_rewards)
+    return algo.finish(batch), {"reward": r.mean().item()}
 
 
 # ------------------------------------------------------------------------------ a base Algo
@@ -153,6 +201,9 @@ class PGAlgo:
         return batch
 
     def current(self, micro: Batch) -> tuple[Tensor, Tensor]:
-        """(logp with grad, old_logp): old = sg[logp] with one update per batch (ratio 1)."""
-        logp = self.logp(self.module, micro)
+        """(logp with grad, old_logp): old = sg[logp] with one update per batch (ratio 1). The
+        per-token entropy of the same forward is left in micro["_entropy"] (core/diagnostics.py)."""
+        logp, ent = sequence_logprobs(self.module, micro["input_ids"], micro["attention_mask"],
+                                      self.cfg.temperature, return_entropy=True)
+        micro["_entropy"] = ent.detach()
         return logp, micro.get("old_logp", logp.detach())

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
 from reference_impls.core.logprobs import sequence_logprobs
-from reference_impls.core.losses import AggregationMode, group_advantages, kl_estimate
+from reference_impls.core.losses import AggregationMode, kl_estimate
+from reference_impls.core.pg import ScaleRewards, scaled_advantages
 from reference_impls.core.sampling import sample
 from reference_impls.core.train import Batch, TrainConfig, step_rng
 
@@ -36,7 +36,7 @@ class GroupConfig(TrainConfig):
     eps_high: float = 0.2  # PPO clip: ratio <= 1 + eps_high
     beta: float = 0.0  # k3 KL penalty to the initial policy (0: none, no reference model kept)
     aggregation: AggregationMode = "seq-mean-token-mean"  # token loss -> scalar (core.losses.aggregate)
-    scale: Literal["std", "none", "loo"] = "std"  # group advantage: (r - mean)/std | r - mean | leave-one-out
+    scale_rewards: ScaleRewards = "group"  # group advantage: /std_g | /std_batch | none | loo (core/pg.py)
     temperature: float = 1.0  # sampling (and scoring) temperature
     top_p: float = 1.0  # nucleus sampling
     max_new_tokens: int = 6  # completion budget (the runner sets the task's)
@@ -103,7 +103,7 @@ class GroupAlgo:
     def finish(self, batch: Batch, rewards: Tensor, group_size: int) -> Batch:
         """Add group advantages and the reference / pi_old log-probs the loss needs."""
         c = self.cfg
-        batch["advantages"] = group_advantages(rewards, group_size, c.scale).to(batch["mask"].device)
+        batch["advantages"] = scaled_advantages(rewards, group_size, c.scale_rewards).to(batch["mask"].device)
         if self.ref is not None:
             batch["ref_logp"] = self._logp(self.ref, batch)  # [N, T-1]
         if c.updates_per_batch > 1 or self.needs_old_logp:
@@ -124,7 +124,8 @@ class GroupAlgo:
         from reference_impls.methods.grpo import grpo_loss
 
         c = self.cfg
-        logp = self._logp(self.module, micro)  # [n, T-1]
+        logp, ent = self._logp(self.module, micro, entropy=True)  # [n, T-1] x2
+        micro["_entropy"] = ent.detach()  # the entropy diagnostic (core/diagnostics.py)
         old = micro.get("old_logp", logp.detach())
         return grpo_loss(logp, old, micro["advantages"], micro["mask"], micro.get("ref_logp"),
                          c.eps_low, c.eps_high, c.beta, c.aggregation, c.max_new_tokens,

@@ -23,6 +23,7 @@ step's batch, `totals` are summed over ranks before the loss (so losses are norm
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -37,6 +38,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from reference_impls.core import diagnostics
 from reference_impls.core import distributed as dist
 from reference_impls.core.logprobs import logit_chunking
 from reference_impls.core.model import set_gradient_checkpointing
@@ -64,8 +66,41 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # recompute each transformer block's activations in backward (less memory, ~1 more forward of compute)
 
     def __post_init__(self):
-        if self.logit_chunk < 0:
-            raise ValueError(f"logit_chunk must be >= 0 (0 = off), got {self.logit_chunk}")
+        for f in dataclasses.fields(self):  # every method's options: no NaN or infinite numbers
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v) and f.name != "max_grad_norm":
+                raise ValueError(f"{f.name} must be a finite number, got {v}")
+        for name, (ok, rule) in RANGES.items():
+            v = getattr(self, name, None)
+            if v is not None and not isinstance(v, bool) and isinstance(v, int | float) and not ok(v):
+                raise ValueError(f"{name} must be {rule}, got {v}")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be at least 1 (or empty), got {self.micro_batch_size}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must each be in [0, 1), got {self.betas}")
+
+
+# Ranges of options that many methods share, by name (a method's Config may declare its own checks).
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "steps": (lambda v: v >= 1, "at least 1"),
+    "batch_size": (lambda v: v >= 1, "at least 1"),
+    "lr": (lambda v: v > 0, "positive"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "warmup_steps": (lambda v: v >= 0, ">= 0"),
+    "min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "max_grad_norm": (lambda v: v > 0, "positive (or empty: no clipping)"),
+    "updates_per_batch": (lambda v: v >= 1, "at least 1"),
+    "save_every": (lambda v: v >= 0, ">= 0 (0: only at the end)"),
+    "logit_chunk": (lambda v: v >= 0, ">= 0 (0 = off)"),
+    "temperature": (lambda v: v > 0, "positive"),
+    "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "max_new_tokens": (lambda v: v >= 1, "at least 1"),
+    "group_size": (lambda v: v >= 1, "at least 1"),
+    "samples_per_prompt": (lambda v: v >= 1, "at least 1"),
+    "beta": (lambda v: v >= 0, ">= 0"),
+    "eps_low": (lambda v: v >= 0, ">= 0"),
+    "eps_high": (lambda v: v >= 0, ">= 0"),
+}
 
 
 class Algo(Protocol):
@@ -246,10 +281,11 @@ def train(algo: Algo, cfg: TrainConfig, device: torch.device | str = "cpu", *,
         with autocast(device, cfg.bf16), dist.collecting(), logit_chunking(cfg.logit_chunk):
             try:
                 batch, log = algo.collect(step)
-            except RuntimeError as e:  # e.g. torch.multinomial on inf/nan probabilities
-                if "inf" in str(e) or "nan" in str(e):
+            except RuntimeError as e:  # torch.multinomial on inf/nan probabilities (nothing else)
+                if "probability tensor contains" in str(e):
                     raise NonFiniteError(step, "sampling probabilities (weights diverged)", float("nan")) from e
                 raise
+        log = {**diagnostics.rollout_stats(batch, algo), **log}  # completion lengths, truncation, zero-std groups
         totals = {"rows": len(next(iter(batch.values())))}
         if "mask" in batch:
             totals["tokens"] = batch["mask"].sum()
@@ -264,6 +300,7 @@ def train(algo: Algo, cfg: TrainConfig, device: torch.device | str = "cpu", *,
             for micro in split(batch, cfg.micro_batch_size):
                 with autocast(device, cfg.bf16), logit_chunking(cfg.logit_chunk):
                     loss, stats = algo.loss(micro, totals)
+                stats = {**diagnostics.micro_stats(micro, totals), **stats}  # entropy (core/diagnostics.py)
                 if not torch.isfinite(loss):
                     if not dist.active():
                         raise NonFiniteError(step, "loss", loss.item())

@@ -27,14 +27,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from reference_impls.core.losses import group_advantages
+from reference_impls.core.losses import AggregationMode
 from reference_impls.core.pg import (
     PGAlgo,
+    ScaleRewards,
     group_rows,
     mixed_groups,
     overlong_penalty,
     rebuild,
     rollout,
+    scaled_advantages,
     truncated,
 )
 from reference_impls.core.train import Batch, TrainConfig, step_rng
@@ -61,6 +63,8 @@ class Config(TrainConfig):
     top_p: float = 1.0  # nucleus sampling
     max_new_tokens: int = 6  # completion budget = L_max (the runner sets the task's)
     sampler_cache: str | None = None  # "static": fixed-shape KV cache (compiled decode on CUDA)
+    aggregation: AggregationMode = "token-mean"  # DAPO's token-level loss (other modes: core/pg.py)
+    scale_rewards: ScaleRewards = "group"  # (R - mean_g)/std_g; batch | none: core/pg.py
 
 
 def dapo_rewards(rewards: Tensor, lengths: Tensor, max_len: int, overlong_frac: float) -> Tensor:
@@ -72,45 +76,51 @@ def dapo_rewards(rewards: Tensor, lengths: Tensor, max_len: int, overlong_frac: 
 
 def dapo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, eps_low: float = 0.2,
               eps_high: float = 0.28, *, total_tokens: float | Tensor | None = None,
-              ) -> tuple[Tensor, dict[str, float]]:
+              aggregation: AggregationMode = "token-mean", max_len: int | None = None,
+              total_seqs: int | None = None) -> tuple[Tensor, dict[str, float]]:
     """sum_{i,t} -min(rho A_i, clip(rho, 1-eps_low, 1+eps_high) A_i) / sum_i |o_i|.   [B, T], [B] -> scalar"""
     return grpo_loss(logp, old_logp, advantages, mask, eps_low=eps_low, eps_high=eps_high,
-                     aggregation="token-mean", total_tokens=total_tokens)
+                     aggregation=aggregation, max_len=max_len, total_tokens=total_tokens,
+                     total_seqs=total_seqs)
 
 
 class Algo(PGAlgo):
     @torch.no_grad()
     def collect(self, step: int) -> tuple[Batch, dict[str, float]]:
         c, G = self.cfg, self.cfg.group_size
-        rng, want = step_rng(self.seed, step), c.batch_size // G  # prompts wanted
-        parts, rows, kept, first = [], [], 0, None
+        rng, want = step_rng(self.seed, step), c.batch_size // G  # prompts wanted (all ranks)
+        parts, rows, kept, first, quota = [], [], 0, None, None
         for _ in range(c.max_tries if c.dynamic_sampling else 1):
-            problems = self.task.prompts(want, rng)
+            problems = self.task.prompts(want, rng)  # under torchrun: this rank's share
+            quota = len(problems) if quota is None else quota  # groups this rank fills
             b, r = rollout(self, [p for p in problems for _ in range(G)])
             first = r if first is None else first
             R = dapo_rewards(r, b["mask"].sum(-1), c.max_new_tokens, c.overlong_frac)
-            b["advantages"] = group_advantages(R, G, "std")  # (R - mean) / (std + 1e-4)
+            b["R"] = R  # advantages once the batch is final (scale_rewards="batch": its std)
             b["truncated"] = truncated(b, self.tok.eos_token_id).float()
             keep = (mixed_groups((r >= c.threshold).float(), G) if c.dynamic_sampling
-                    else torch.ones(want, dtype=torch.bool))  # mixed accuracy only
-            keep &= torch.cumsum(keep.long(), 0) <= want - kept  # no more groups than still needed
+                    else torch.ones(len(problems), dtype=torch.bool, device=r.device))  # mixed accuracy only
+            keep &= torch.cumsum(keep.long(), 0) <= quota - kept  # no more groups than still needed
             parts.append(b)
             rows.append(group_rows(keep, G))
             kept += int(keep.sum())
-            if kept >= want:
+            if kept >= quota:
                 break
         if kept == 0:  # nothing informative: the last round, unfiltered
             rows[-1] = list(range(len(r)))
         batch = rebuild(parts, rows, self.tok.pad_token_id)
         trunc = batch.pop("truncated")
+        batch["advantages"] = scaled_advantages(batch.pop("R"), G, c.scale_rewards)  # (R - mean) / (std + 1e-4)
+        length = batch["mask"].sum(-1).float().mean().item()  # |o| (EOS included), before filtering
         if c.overlong_filter:
             batch["mask"] = batch["mask"] * (1 - trunc).unsqueeze(-1)  # overlong filtering
         return self.finish(batch), {"reward": first.mean().item(), "tries": float(len(parts)),
                                     "kept_groups": float(kept), "truncated_frac": trunc.mean().item(),
-                                    "completion_len": batch["attention_mask"].sum(-1).float().mean().item()}
+                                    "completion_len": length}
 
     def loss(self, micro: Batch, totals: dict) -> tuple[Tensor, dict[str, float]]:
         c = self.cfg
         logp, old = self.current(micro)
         return dapo_loss(logp, old, micro["advantages"], micro["mask"], c.eps_low, c.eps_high,
-                         total_tokens=totals["tokens"].clamp(min=1))
+                         total_tokens=totals["tokens"].clamp(min=1), aggregation=c.aggregation,
+                         max_len=c.max_new_tokens, total_seqs=totals["rows"])

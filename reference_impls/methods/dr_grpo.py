@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from reference_impls.core.losses import group_advantages
-from reference_impls.core.pg import PGAlgo, SampledConfig, rollout
+from reference_impls.core.losses import AggregationMode
+from reference_impls.core.pg import PGAlgo, SampledConfig, ScaleRewards, rollout, scaled_advantages
 from reference_impls.core.train import Batch, step_rng
 from reference_impls.methods.grpo import grpo_loss
 
@@ -35,14 +35,17 @@ class Config(SampledConfig):  # + steps, batch_size, lr, sampling: core/pg.py
     eps: float = 0.2  # clip range of the token ratio
     beta: float = 0.0  # k3 KL penalty to the reference in the loss (0: none, ours)
     max_new_tokens: int = 6  # completion budget = the loss's constant normaliser
+    aggregation: AggregationMode = "constant"  # Dr. GRPO: sum / (B * max_new_tokens); other modes: core/pg.py
+    scale_rewards: ScaleRewards = "none"  # Dr. GRPO: r - mean_g, no std (group | batch: core/pg.py)
 
 
 def dr_grpo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, max_len: int,
                  eps: float = 0.2, ref_logp: Tensor | None = None, beta: float = 0.0, *,
-                 total_seqs: int | None = None) -> tuple[Tensor, dict[str, float]]:
+                 total_seqs: int | None = None, aggregation: AggregationMode = "constant",
+                 total_tokens: Tensor | float | None = None) -> tuple[Tensor, dict[str, float]]:
     """sum_{i,t} -min(rho A_i, clip(rho) A_i) [+ beta k3] / (G * max_len).   [G, T], [G] -> scalar"""
-    return grpo_loss(logp, old_logp, advantages, mask, ref_logp, eps, eps, beta, "constant", max_len,
-                     total_seqs=total_seqs)
+    return grpo_loss(logp, old_logp, advantages, mask, ref_logp, eps, eps, beta, aggregation, max_len,
+                     total_seqs=total_seqs, total_tokens=total_tokens)
 
 
 class Algo(PGAlgo):
@@ -54,7 +57,7 @@ class Algo(PGAlgo):
         c = self.cfg
         problems = self.task.prompts(c.batch_size // c.group_size, step_rng(self.seed, step))
         batch, r = rollout(self, [p for p in problems for _ in range(c.group_size)])
-        batch["advantages"] = group_advantages(r, c.group_size, "none")  # r_i - mean_g r
+        batch["advantages"] = scaled_advantages(r, c.group_size, c.scale_rewards)  # r_i - mean_g r
         return self.finish(batch), {"reward": r.mean().item(),
                                     "completion_len": batch["mask"].sum(-1).mean().item()}
 
@@ -62,4 +65,5 @@ class Algo(PGAlgo):
         c = self.cfg
         logp, old = self.current(micro)
         return dr_grpo_loss(logp, old, micro["advantages"], micro["mask"], c.max_new_tokens, c.eps,
-                            micro.get("ref_logp"), c.beta, total_seqs=totals["rows"])
+                            micro.get("ref_logp"), c.beta, total_seqs=totals["rows"],
+                            aggregation=c.aggregation, total_tokens=totals.get("tokens"))

@@ -3,11 +3,12 @@ clip-higher and token-mean aggregation (arXiv 2503.14476) and Dr. GRPO's unscale
 constant normaliser (arXiv 2503.20783) as options.
 
 For each prompt, sample a group of G completions, reward them, and set
-    A_i = (r_i - mean(r)) / (std(r) + eps)                    (scale="std"; "none": Dr. GRPO)
+    A_i = (r_i - mean(r)) / (std(r) + eps)   (scale_rewards="group"; "batch": batch std; "none": Dr. GRPO)
     rho_{i,t} = pi_theta(o_{i,t} | q, o_{i,<t}) / pi_old(o_{i,t} | q, o_{i,<t})
     l_{i,t} = -min(rho A_i, clip(rho, 1 - eps_low, 1 + eps_high) A_i) + beta * k3_{i,t}
     k3 = pi_ref/pi_theta - log(pi_ref/pi_theta) - 1
     L = aggregate(l, mask, mode)    seq-mean-token-mean (GRPO) | token-mean (DAPO) | constant (Dr. GRPO)
+                                    | token-sum | seq-mean-token-sum   (both knobs: core/pg.py)
 Defaults: G = 8, eps = 0.2, beta = 0.04, seq-mean-token-mean, std scaling, one update per batch
 (mu = 1) follow the GRPO paper; DAPO uses eps_high = 0.28, beta = 0, token-mean. lr 3e-4, 100 steps, 8 prompts
 x 8 completions per step, temperature 1 are ours for the tiny preset.
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
+from reference_impls.core.diagnostics import clip_stats
 from reference_impls.core.logprobs import sequence_logprobs
-from reference_impls.core.losses import AggregationMode, aggregate, group_advantages, kl_estimate
+from reference_impls.core.losses import AggregationMode, aggregate, kl_estimate
+from reference_impls.core.pg import ScaleRewards, scaled_advantages
 from reference_impls.core.sampling import sample
 from reference_impls.core.train import Batch, TrainConfig, step_rng
 
@@ -41,7 +43,7 @@ class Config(TrainConfig):
     eps_high: float = 0.2  # clip range above 1 (DAPO clip-higher: 0.28)
     beta: float = 0.04  # weight of the k3 KL to the reference (GRPO paper: 0.04; 0 drops the reference)
     aggregation: AggregationMode = "seq-mean-token-mean"  # how token losses are averaged (core/losses.aggregate)
-    scale: Literal["std", "none", "loo"] = "std"  # advantage: (r - mean)/std | r - mean (Dr. GRPO) | leave-one-out
+    scale_rewards: ScaleRewards = "group"  # advantage: (r - mean_g)/std_g | /std_batch | r - mean_g (Dr. GRPO) | loo (core/pg.py)
     temperature: float = 1.0  # sampling temperature (log-probs are scored at the same T)
     top_p: float = 1.0  # nucleus sampling (1: off)
     max_new_tokens: int = 6  # completion budget (the runner sets the task's unless given)
@@ -64,10 +66,10 @@ def grpo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
         loss_tok = loss_tok + beta * kl
     loss = aggregate(loss_tok, mask, aggregation, max_len, total_tokens=total_tokens,
                      total_seqs=total_seqs)
-    tm = dict(total_tokens=total_tokens)  # stats: token means, additive over micro-batches
-    clip_frac = ((ratio < 1 - eps_low) & (A < 0)) | ((ratio > 1 + eps_high) & (A > 0))
-    return loss, {"kl": aggregate(kl.detach(), mask, "token-mean", **tm).item(),
-                  "clip_frac": aggregate(clip_frac.float(), mask, "token-mean", **tm).item()}
+    stats = clip_stats(ratio.detach(), advantages, mask, 1 - eps_low, 1 + eps_high, total_tokens)  # token means
+    if ref_logp is not None:  # additive over micro-batches
+        stats["kl"] = aggregate(kl.detach(), mask, "token-mean", total_tokens=total_tokens).item()
+    return loss, stats
 
 
 class Algo:
@@ -84,19 +86,21 @@ class Algo:
                     c.temperature, c.top_p, cache_implementation=c.sampler_cache)
         rewards = torch.tensor([self.task.reward(p, o) for p, o in zip(group, ro.completions, strict=True)])
         batch = {"input_ids": ro.input_ids, "attention_mask": ro.attention_mask, "mask": ro.mask,
-                 "advantages": group_advantages(rewards, c.group_size, c.scale).to(ro.mask.device)}
+                 "advantages": scaled_advantages(rewards, c.group_size, c.scale_rewards).to(ro.mask.device)}
         if self.ref is not None:
             batch["ref_logp"] = self._logp(self.ref, batch)  # [N, T-1]
         if c.updates_per_batch > 1:  # pi_old differs from pi_theta after the first update
             batch["old_logp"] = self._logp(self.module, batch)
         return batch, {"reward": rewards.mean().item(), "completion_len": ro.mask.sum(-1).mean().item()}
 
-    def _logp(self, model, b: Batch) -> Tensor:
-        return sequence_logprobs(model, b["input_ids"], b["attention_mask"], self.cfg.temperature)
+    def _logp(self, model, b: Batch, entropy: bool = False):
+        return sequence_logprobs(model, b["input_ids"], b["attention_mask"], self.cfg.temperature,
+                                 return_entropy=entropy)
 
     def loss(self, micro: Batch, totals: dict) -> tuple[Tensor, dict[str, float]]:
         c = self.cfg
-        logp = self._logp(self.module, micro)  # [n, T-1]
+        logp, ent = self._logp(self.module, micro, entropy=True)  # [n, T-1] x2
+        micro["_entropy"] = ent.detach()  # for the entropy diagnostic (core/diagnostics.py)
         old = micro.get("old_logp", logp.detach())  # mu = 1: pi_old = pi_theta (ratio 1, grad A)
         return grpo_loss(logp, old, micro["advantages"], micro["mask"], micro.get("ref_logp"),
                          c.eps_low, c.eps_high, c.beta, c.aggregation, c.max_new_tokens,

@@ -23,8 +23,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from reference_impls.core.losses import group_advantages
-from reference_impls.core.pg import PGAlgo, SampledConfig, rollout, sequence_pg_loss
+from reference_impls.core.losses import AggregationMode, aggregate
+from reference_impls.core.pg import (
+    PGAlgo,
+    SampledConfig,
+    ScaleRewards,
+    rollout,
+    scaled_advantages,
+    sequence_log_ratio,
+    sequence_pg_loss,
+)
 from reference_impls.core.train import Batch, step_rng
 
 NEEDS = {"verifiable_reward"}  # signals asked of the task (tasks/base.py)
@@ -36,15 +44,26 @@ class Config(SampledConfig):  # + steps, batch_size, lr, sampling: core/pg.py
     group_size: int = 8  # G completions per prompt
     eps_low: float = 3e-4  # clip of the sequence ratio below 1 (paper: 3e-4)
     eps_high: float = 4e-4  # clip of the sequence ratio above 1 (paper: 4e-4)
+    aggregation: AggregationMode = "seq-mean-token-mean"  # GSPO: 1/B sum_i l_i; others put l_i on each token of o_i (core/pg.py)
+    scale_rewards: ScaleRewards = "group"  # (r - mean_g)/std_g; batch | none: core/pg.py
 
 
 def gspo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
               eps_low: float = 3e-4, eps_high: float = 4e-4, *, total_seqs: int | None = None,
-              ) -> tuple[Tensor, dict[str, float]]:
+              aggregation: AggregationMode = "seq-mean-token-mean", max_len: int | None = None,
+              total_tokens: Tensor | float | None = None) -> tuple[Tensor, dict[str, float]]:
     """1/B sum_i -min(s_i A_i, clip(s_i) A_i) with the length-normalised ratio s_i.
+    Another `aggregation` reduces l_i placed on every token of o_i, as TRL's
+    importance_sampling_level="sequence" with that loss_type.
     logp, old_logp, mask [B, T]; advantages [B] -> (scalar, stats)"""
-    return sequence_pg_loss(logp, old_logp, advantages, mask, eps_low, eps_high, length_norm=True,
-                            total_seqs=total_seqs)
+    loss, stats = sequence_pg_loss(logp, old_logp, advantages, mask, eps_low, eps_high, length_norm=True,
+                                   total_seqs=total_seqs)
+    if aggregation == "seq-mean-token-mean":
+        return loss, stats
+    s = torch.exp(sequence_log_ratio(logp, old_logp, mask, length_norm=True)).unsqueeze(-1)  # [B, 1]
+    A = advantages.unsqueeze(-1)
+    l_tok = -torch.minimum(s * A, torch.clamp(s, 1 - eps_low, 1 + eps_high) * A).expand_as(mask)  # l_i on each token
+    return aggregate(l_tok, mask, aggregation, max_len, total_tokens=total_tokens, total_seqs=total_seqs), stats
 
 
 class Algo(PGAlgo):
@@ -53,7 +72,7 @@ class Algo(PGAlgo):
         c = self.cfg
         problems = self.task.prompts(c.batch_size // c.group_size, step_rng(self.seed, step))
         batch, r = rollout(self, [p for p in problems for _ in range(c.group_size)])
-        batch["advantages"] = group_advantages(r, c.group_size, "std")  # (r - mean) / (std + 1e-4)
+        batch["advantages"] = scaled_advantages(r, c.group_size, c.scale_rewards)  # (r - mean) / (std + 1e-4)
         return self.finish(batch), {"reward": r.mean().item(),
                                     "completion_len": batch["mask"].sum(-1).mean().item()}
 
@@ -61,4 +80,5 @@ class Algo(PGAlgo):
         c = self.cfg
         logp, old = self.current(micro)
         return gspo_loss(logp, old, micro["advantages"], micro["mask"], c.eps_low, c.eps_high,
-                         total_seqs=totals["rows"])
+                         total_seqs=totals["rows"], aggregation=c.aggregation, max_len=c.max_new_tokens,
+                         total_tokens=totals.get("tokens"))

@@ -11,7 +11,9 @@ relative to a KL reference point:
 i.e. per row lambda_D (1 - sigma(beta (r - z0))) or lambda_U (1 - sigma(beta (z0 - r))), averaged
 over all rows of the batch (TRL's `losses.nanmean()`).
 z0 is computed in `collect` from the whole batch (the policy has not moved yet at that point), so
-micro-batching does not change it. The paper estimates z0 from the whole batch likewise.
+micro-batching does not change it. The paper estimates z0 from the whole batch likewise; under
+torchrun the rotation and the mean run over every rank's rows (TRL gathers z0 across processes),
+so N processes compute one process's z0.
 Defaults: beta = 0.1, lambda_D = lambda_U = 1 (paper and TRL); lr 3e-4, batch 32, 60 steps ours.
 """
 
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from reference_impls.core import distributed
 from reference_impls.core.logprobs import sequence_logprobs
 from reference_impls.core.sampling import encode, pad_prompt_completion
 from reference_impls.core.train import Batch, TrainConfig, step_rng
@@ -70,13 +73,16 @@ class Algo:
         self.ref = copy.deepcopy(model).eval().requires_grad_(False)  # frozen ref = pi_0
         self.device = next(model.parameters()).device
 
-    def rows_batch(self, rows: list[tuple[str, str, bool]]) -> Batch:
+    def rows_batch(self, rows: list[tuple[str, str, bool]], before: str | None = None) -> Batch:
         """Matched rows (x_i, y_i) and mismatched KL rows (x_i, y_{i-1}), plus ref log-probs and
-        the reference point `kl` (whole-batch mean of log pi - log ref on the KL rows, [B] copies)."""
+        the reference point `kl` (whole-batch mean of log pi - log ref on the KL rows, [B] copies).
+        `before`: the completion of the row before the first (torchrun: the previous rank's last
+        row; None: this batch's last row, the rotation of a whole batch)."""
         eos = [self.tok.eos_token_id]
         prompts = encode(self.tok, [p for p, _, _ in rows], prompt=True)
         comps = [c + eos for c in encode(self.tok, [c for _, c, _ in rows])]
-        kl_comps = comps[-1:] + comps[:-1]  # rotate by one: y'_i = y_{i-1}
+        first = comps[-1:] if before is None else [encode(self.tok, [before])[0] + eos]
+        kl_comps = first + comps[:-1]  # rotate by one: y'_i = y_{i-1}
         both = pad_prompt_completion(prompts + prompts, comps + kl_comps, self.tok.pad_token_id, self.device)
         B = len(rows)
         batch: Batch = {k: v[:B] for k, v in both.items()}
@@ -84,12 +90,15 @@ class Algo:
         batch["labels"] = torch.tensor([y for _, _, y in rows], device=self.device)
         batch["ref_logps"] = completion_logps(self.ref, batch)  # [B]
         kl_rows = completion_logps(self.module, batch, "kl_") - completion_logps(self.ref, batch, "kl_")
-        batch["kl"] = kl_rows.mean().expand(B).clone()  # [B]: the same scalar on every row
+        kl = distributed.all_sum(kl_rows.sum()) / distributed.all_sum(torch.tensor(float(B), device=self.device))
+        batch["kl"] = kl.expand(B).clone()  # [B]: every rank's mean (TRL gathers it), on every row
         return batch
 
     @torch.no_grad()
     def collect(self, step: int) -> tuple[Batch, dict[str, float]]:
-        batch = self.rows_batch(self.task.unpaired(self.cfg.batch_size, step_rng(self.seed, step)))
+        rows = self.task.unpaired(self.cfg.batch_size, step_rng(self.seed, step))  # torchrun: a share
+        lasts = distributed.gather_objects(rows[-1][1])  # each rank's last completion
+        batch = self.rows_batch(rows, lasts[distributed.rank() - 1])  # rank 0: the last rank's
         return batch, {"kl": batch["kl"][0].item(), "desirable_frac": batch["labels"].float().mean().item()}
 
     def loss(self, micro: Batch, totals: dict) -> tuple[Tensor, dict[str, float]]:

@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from reference_impls.core.hybrid import correct, sample_groups, wsum
+from reference_impls.core.hybrid import correct, row_weights, sample_groups, wsum
 from reference_impls.core.logprobs import sequence_logprobs
 from reference_impls.core.train import Batch, TrainConfig, step_rng
 
@@ -90,7 +90,8 @@ class Algo:
         keep = ((rate > 0) & (rate < 1)).float() if c.drop_uniform else torch.ones_like(rate)
         batch = {"input_ids": ro.input_ids, "attention_mask": ro.attention_mask, "mask": ro.mask,
                  "is_correct": ok, "rate": rate,
-                 "w": keep / (len(ro) * c.max_new_tokens)}  # sum / (B * L_max), dropped groups 0
+                 "w": keep * row_weights(ro.mask, torch.ones_like(keep), "constant", c.max_new_tokens)}
+        # w = keep / (B * L_max), B = every rank's rows (dropped groups still count in B)
         if c.updates_per_batch > 1:  # pi_old differs from pi_theta after the first update
             batch["old_logp"] = sequence_logprobs(self.module, ro.input_ids, ro.attention_mask,
                                                   c.temperature)

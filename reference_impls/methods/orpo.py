@@ -88,8 +88,13 @@ class Algo:
         self.device = next(model.parameters()).device
 
     def nll_mask(self, b: Batch) -> Tensor:
-        """Which scored tokens of the chosen rows the SFT term covers.   [B, T-1]"""
-        return b["chosen_attention_mask"][:, 1:].float() if self.cfg.nll_on_prompt else b["chosen_mask"]
+        """Which scored tokens of the chosen rows the SFT term covers: every real token predicted
+        from a real one (a left-padded row's first token has no real context, as in TRL's right-
+        padded layout, where it is never a target), or the completion only.   [B, T-1]"""
+        if not self.cfg.nll_on_prompt:
+            return b["chosen_mask"]
+        am = b["chosen_attention_mask"].float()
+        return am[:, 1:] * am[:, :-1]  # target real and its context real
 
     @torch.no_grad()
     def collect(self, step: int) -> tuple[Batch, dict[str, float]]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from reference_impls.core import distributed
 from reference_impls.core.logprobs import position_ids, sequence_logprobs
 from reference_impls.core.losses import aggregate, kl_estimate
 from reference_impls.core.sampling import sample
@@ -86,10 +87,8 @@ def ppo_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Te
 
 
 def whiten(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
-    """(x - mean) / std over the masked entries."""
-    n = mask.sum()
-    mean = (x * mask).sum() / n
-    var = (((x - mean) * mask) ** 2).sum() / n
+    """(x - mean) / std over the masked entries (under torchrun: every rank's)."""
+    mean, var, _ = distributed.moments(x, mask)  # biased variance over the global batch's tokens
     return (x - mean) * torch.rsqrt(var + eps) * mask
 
 

@@ -29,6 +29,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from reference_impls.core import distributed
 from reference_impls.core.logprobs import sequence_logprobs
 from reference_impls.core.losses import AggregationMode, group_advantages
 from reference_impls.core.prefix import clipped_pg_loss, expert_mask, rollout_batch, token_prefix
@@ -66,13 +67,14 @@ def prefix_ratio(step: int, total: int, start: float = 0.95, end: float = 0.05) 
 def entropy_clipped_advantages(adv: Tensor, entropy: Tensor, prefix: Tensor,
                                top: float = 0.2) -> Tensor:
     """Per-token advantages: each row's A_i on every token, zeroed on the prefix tokens whose
-    entropy is below the (1 - top) quantile of the batch's prefix-token entropies.
-    adv [B]; entropy, prefix [B, T] -> [B, T]."""
+    entropy is below the (1 - top) quantile of the batch's prefix-token entropies (under torchrun:
+    every rank's prefix tokens, gathered).   adv [B]; entropy, prefix [B, T] -> [B, T]."""
     A = adv[:, None].expand_as(entropy).clone()  # [B, T]
     is_pre = prefix.bool()
-    if is_pre.any():
-        thr = torch.quantile(entropy[is_pre].float(), 1 - top)  # H threshold (linear interpolation)
-        A[is_pre & (entropy < thr)] = 0.0  # low-entropy prefix tokens: no update
+    every = [h for part in distributed.gather_objects(entropy[is_pre].float().tolist()) for h in part]
+    if every:
+        thr = torch.quantile(torch.tensor(every), 1 - top)  # H threshold (linear interpolation)
+        A[is_pre & (entropy < thr.to(entropy.device))] = 0.0  # low-entropy prefix tokens: no update
     return A
 
 

@@ -4,7 +4,8 @@ Per completion token t, the KL to the frozen reference is a per-token penalty in
 (first-order estimator of the sampling policy, k1), and the return-to-go is the advantage:
     KL(t) = log pi_old(o_t | q, o_<t) - log pi_ref(o_t | q, o_<t)
     A_t   = r(o, q) - beta sum_{i >= t} KL(i)                         (gamma = 1)
-then normalised over every token of the global batch (not per prompt):
+then normalised over every token of the global batch (not per prompt; under torchrun over every
+rank's tokens, core/distributed.moments):
     A_t <- (A_t - mean_batch A) / std_batch A
 and trained with PPO's clipped surrogate (token ratios, no value model):
     rho_t = pi_theta(o_t | .) / pi_old(o_t | .)
@@ -25,6 +26,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from reference_impls.core import distributed
 from reference_impls.core.losses import AggregationMode, aggregate, kl_estimate
 from reference_impls.core.pg import PGAlgo, SampledConfig, rollout
 from reference_impls.core.train import Batch, step_rng
@@ -54,9 +56,7 @@ def reinforce_pp_advantages(rewards: Tensor, mask: Tensor, kl: Tensor | None = N
     last = (mask * torch.arange(1, mask.shape[1] + 1, device=mask.device)).argmax(-1)  # [B]
     r_tok[torch.arange(len(r)), last] += r  # + r(o, q) at the last completion token
     ret = r_tok.flip(-1).cumsum(-1).flip(-1) * mask  # A_t = sum_{i >= t} r_i   (gamma = 1)
-    n = mask.sum()
-    mean = ret.sum() / n
-    var = (((ret - mean) * mask) ** 2).sum() / (n - 1).clamp(min=1)  # unbiased, over batch tokens
+    mean = ret.sum() / mask.sum(); var = (((ret - mean) * mask) ** 2).sum() / (mask.sum() - 1)  # over every rank's batch tokens
     return (ret - mean) * torch.rsqrt(var + eps) * mask  # global batch normalisation
 
 

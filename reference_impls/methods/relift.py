@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from reference_impls.core import distributed
 from reference_impls.core.hybrid import correct_counts, row_weights, sample_groups, to_batch, wsum
 from reference_impls.core.logprobs import sequence_logprobs
 from reference_impls.core.losses import group_advantages
@@ -52,11 +53,14 @@ class Config(TrainConfig):
 
 
 def relift_loss(logp: Tensor, entropy: Tensor, mask: Tensor, advantages: Tensor, is_sft: Tensor,
-                w: Tensor, entropy_coef: float, sft_entropy_coef: float) -> Tensor:
+                w: Tensor, entropy_coef: float, sft_entropy_coef: float, *,
+                old_logp: Tensor | None = None) -> Tensor:
     """One step's loss, GRPO (is_sft = 0) or SFT (is_sft = 1); all rows of a step are one kind.
-    logp, entropy, mask [B, T]; advantages, is_sft, w (row normalisers) [B]."""
+    logp, entropy, mask [B, T]; advantages, is_sft, w (row normalisers) [B]; old_logp [B, T]
+    (pi_old; None: sg[logp], i.e. rho = 1 at the first update on a batch)."""
     s = is_sft[:, None].float()
-    pg = -torch.exp(logp - logp.detach()) * advantages[:, None]  # -rho A (rho = 1, grad = grad log pi)
+    old = logp.detach() if old_logp is None else old_logp
+    pg = -torch.exp(logp - old) * advantages[:, None]  # -rho A (no clip: loss_remove_clip)
     nll = -logp  # SFT: -log pi(y*_t)
     coef = s * sft_entropy_coef + (1 - s) * entropy_coef
     return wsum(s * nll + (1 - s) * pg - coef * entropy, mask, w)
@@ -79,6 +83,7 @@ class Algo:
         dev = next(self.module.parameters()).device
         if len(self.buffer) >= c.buffer_size:  # interleaved SFT step on the hardest prompts
             pairs, self.buffer = self.buffer[: c.buffer_size], self.buffer[c.buffer_size :]
+            pairs = distributed.shard(pairs, "buffered prompts")  # torchrun: this rank's share
             ro = expert_rollout(self.tok, [p for p, _ in pairs], [s for _, s in pairs], dev)
             batch = to_batch(ro)
             ones = torch.ones(len(ro), device=dev)
@@ -86,12 +91,17 @@ class Algo:
             return batch, {"sft_step": 1.0, "buffer": float(len(self.buffer))}
         problems = self.task.prompts(c.batch_size // c.group_size, step_rng(self.seed, step))
         ro, rewards = sample_groups(self.module, self.tok, self.task, problems, c.group_size, c)
-        failed = (correct_counts(rewards, c.group_size) == 0).tolist()
-        self.buffer = [(p.prompt, p.solution) for p, f in zip(problems, failed, strict=True) if f] + self.buffer
+        failed = (correct_counts(rewards, c.group_size) == 0).tolist()  # every rollout wrong
+        new = [(p.prompt, p.solution) for p, f in zip(problems, failed, strict=True) if f]
+        # one buffer on every rank (torchrun): the ranks' failures in rank order = one process's
+        self.buffer = [x for part in distributed.gather_objects(new) for x in part] + self.buffer
         batch = to_batch(ro)
         zeros = torch.zeros(len(ro), device=dev)
         batch.update(advantages=group_advantages(rewards, c.group_size, "none").to(dev), is_sft=zeros,
                      w=row_weights(ro.mask, torch.ones_like(zeros), "constant", c.max_new_tokens))
+        if c.updates_per_batch > 1:  # pi_old differs from pi_theta after the first update
+            batch["old_logp"] = sequence_logprobs(self.module, ro.input_ids, ro.attention_mask,
+                                                  c.temperature)
         return batch, {"sft_step": 0.0, "reward": rewards.mean().item(),
                        "buffer": float(len(self.buffer)), "failed_prompts": sum(failed) / len(failed)}
 
@@ -100,4 +110,5 @@ class Algo:
         logp, ent = sequence_logprobs(self.module, micro["input_ids"], micro["attention_mask"],
                                       c.temperature, return_entropy=True)  # [b, T-1]
         return relift_loss(logp, ent, micro["mask"], micro["advantages"], micro["is_sft"],
-                           micro["w"], c.entropy_coef, c.sft_entropy_coef), {}
+                           micro["w"], c.entropy_coef, c.sft_entropy_coef,
+                           old_logp=micro.get("old_logp")), {}

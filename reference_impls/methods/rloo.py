@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from reference_impls.core import distributed
 from reference_impls.core.losses import group_advantages
 from reference_impls.core.pg import PGAlgo, SampledConfig, rollout, sequence_pg_loss
 from reference_impls.core.train import Batch, step_rng
@@ -42,10 +43,14 @@ class Config(SampledConfig):  # + steps, batch_size, lr, sampling: core/pg.py
 def rloo_advantages(rewards: Tensor, group_size: int, kl: Tensor | None = None, beta: float = 0.0,
                     normalize: bool = False, eps: float = 1e-4) -> Tensor:
     """R_i = r_i - beta * kl_i (kl_i: summed k1 KL of row i); A_i = R_i - mean_{j != i} R_j in its
-    group; normalize: (A - mean A) / (std A + eps) over the batch (unbiased std, as TRL).  [N] -> [N]"""
+    group; normalize: (A - mean A) / (std A + eps) over the batch (unbiased std, as TRL; under
+    torchrun over every rank's rows, as TRL gathers the rewards first).  [N] -> [N]"""
     R = rewards.float() - beta * kl if kl is not None else rewards.float()  # R = r - beta KL
     adv = group_advantages(R, group_size, "loo")  # R_i - 1/(k-1) sum_{j!=i} R_j
-    return (adv - adv.mean()) / (adv.std() + eps) if normalize else adv
+    if not normalize:
+        return adv
+    mean, var, _ = distributed.moments(adv, torch.ones_like(adv), unbiased=True)  # global batch
+    return (adv - mean) / (var.sqrt() + eps)
 
 
 def rloo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, eps_low: float = 0.2,

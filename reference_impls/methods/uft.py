@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from reference_impls.core import distributed
 from reference_impls.core.logprobs import sequence_logprobs
 from reference_impls.core.losses import aggregate, group_advantages
 from reference_impls.core.prefix import expert_mask, policy_mask, rollout_batch, step_prefix
@@ -100,8 +101,11 @@ class Algo:
         rng = step_rng(self.seed, step)
         problems = self.task.prompts(c.batch_size // c.group_size, rng)
         p = hint_prob(step, round(c.hint_frac * c.steps), c.p_high, c.p_low, c.paper_hint)
-        hints = [step_prefix(q.steps, hint_steps(len(q.steps), p, rng, c.max_chunks, c.paper_hint))
-                 for q in problems]  # one hint per prompt, shared by its group
+        # one hint per prompt, shared by its group; its draw is a function of (seed, step, prompt),
+        # so a prompt gets the same hint whichever rank holds it (torchrun)
+        rngs = [random.Random(f"{self.seed}:{step}:{q.prompt}") for q in problems]
+        hints = [step_prefix(q.steps, hint_steps(len(q.steps), p, r, c.max_chunks, c.paper_hint))
+                 for q, r in zip(problems, rngs, strict=True)]
         group = [q for q in problems for _ in range(c.group_size)]
         ro = sample(self.module, self.tok, [q.prompt for q in group], c.max_new_tokens, c.temperature,
                     prefixes=[h for h in hints for _ in range(c.group_size)])
@@ -109,7 +113,7 @@ class Algo:
         hint = expert_mask(ro)
         batch = rollout_batch(ro, policy_mask(ro), hint_mask=hint,
                               advantages=group_advantages(rewards, c.group_size, "std").to(ro.mask.device),
-                              n_hint=hint.sum().expand(len(ro)))  # whole-batch hint-token count per row
+                              n_hint=distributed.all_sum(hint.sum()).expand(len(ro)))  # every rank's hint tokens
         if self.ref is not None:
             batch["ref_logp"] = self._logp(self.ref, batch)
         if c.updates_per_batch > 1:

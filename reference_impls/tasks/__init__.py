@@ -13,8 +13,12 @@ from reference_impls.tasks.base import MissingSignal, Problem, Task
 
 __all__ = ["MissingSignal", "Problem", "Task", "UnknownTask", "make_task", "task_key", "KNOWN"]
 
-KNOWN = ("addition", "guess (multi-turn number guessing)", "rg:<generator> (reasoning-gym, e.g. rg:countdown, rg:basic_arithmetic)",
+KNOWN = ("addition", "ladder (chains of additions: difficulty ladder, sliver of OOD levels)", "guess (multi-turn number guessing)", "rg:<generator> (reasoning-gym, e.g. rg:countdown, rg:basic_arithmetic)",
          "--data PATH (your own JSONL/JSON/CSV/Parquet/saved HF dataset)")
+
+
+# Tasks built for the findings (sftrl findings): name -> "module.Class" (a dataclass Task).
+NEW_TASKS = {"ladder": "reference_impls.tasks.ladder.Ladder"}
 
 
 class UnknownTask(ValueError):
@@ -41,6 +45,11 @@ def make_task(name: str | None = "addition", options: dict[str, Any] | None = No
         from reference_impls.tasks.addition import Addition
 
         task = _dataclass_task(Addition, options, name)
+    elif name in NEW_TASKS:
+        import importlib
+
+        mod, cls = NEW_TASKS[name].rsplit(".", 1)
+        task = _dataclass_task(getattr(importlib.import_module(mod), cls), options, name)
     elif name == "guess":
         from reference_impls.tasks.guess import Guess
 

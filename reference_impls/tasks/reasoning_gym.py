@@ -45,6 +45,7 @@ def _import():
 
 
 class ReasoningGymTask(Task):
+    warm_pool = 256  # the warm start imitates this many problems (some generators take ~0.1 s each)
     provides = frozenset({"demonstrations", "preference_pairs", "unpaired_labels",
                           "verifiable_reward", "expert_solutions", "solution_steps"})
 
@@ -54,8 +55,8 @@ class ReasoningGymTask(Task):
         self.name, self.generator, self.eval_size = f"rg:{generator}", generator, eval_size
         self.config, self.ood_config, self.ood_is_seed_only = config, ood, not ood
         self.train_ds = rg.create_dataset(generator, seed=seed, size=POOL, **config)
-        self.id_eval_ds = rg.create_dataset(generator, seed=EVAL_SEED, size=eval_size, **config)
-        self.ood_eval_ds = rg.create_dataset(generator, seed=EVAL_SEED + 1, size=eval_size,
+        self.id_eval_ds = rg.create_dataset(generator, seed=EVAL_SEED, size=20 * eval_size, **config)
+        self.ood_eval_ds = rg.create_dataset(generator, seed=EVAL_SEED + 1, size=20 * eval_size,
                                              **{**config, **ood})
         self._item = lru_cache(maxsize=65536)(self._generate)
 
@@ -80,17 +81,34 @@ class ReasoningGymTask(Task):
         config = {**ID.get(generator, {}), **opts}
         return cls(generator, config, ood or dict(OOD.get(generator, {})), eval_size, seed)
 
-    def _generate(self, which: str, idx: int) -> Problem:
+    def _generate(self, which: str, idx: int) -> Problem | None:
+        """Item `idx` of a split, or None where the generator fails for that seed (countdown and
+        maze give up on some: "Failed to generate valid expression after 100 attempts")."""
         ds = {"train": self.train_ds, "id": self.id_eval_ds, "ood": self.ood_eval_ds}[which]
-        e = ds[idx]
+        try:
+            e = ds[idx]
+        except Exception:  # noqa: BLE001 - a generator's own failure for this seed: skip the item
+            return None
         answer = str(e["answer"])
         steps = tuple(re.findall(r"\S+\s*", answer)) or (answer,)
         return Problem(prompt=e["question"], solution=answer, answer=answer, steps=steps, meta=e)
 
     @cached_property
     def eval_sets(self) -> dict[str, list[Problem]]:
-        return {"in_distribution": [self._item("id", i) for i in range(self.eval_size)],
-                "out_of_distribution": [self._item("ood", i) for i in range(self.eval_size)]}
+        return {"in_distribution": self._split("id"), "out_of_distribution": self._split("ood")}
+
+    def _split(self, which: str) -> list[Problem]:
+        """The first `eval_size` items the generator can make (seeds it fails for are skipped)."""
+        out = [p for i in range(self.eval_size) if (p := self._item(which, i)) is not None]
+        i = self.eval_size
+        while len(out) < self.eval_size and i < 20 * self.eval_size:
+            if (p := self._item(which, i)) is not None:
+                out.append(p)
+            i += 1
+        if not out:
+            raise ValueError(f"{self.name}: the generator failed for every seed of the {which} split; "
+                             "try other options (--task-option)")
+        return out
 
     @cached_property
     def _held_out(self) -> frozenset[str]:
@@ -98,10 +116,15 @@ class ReasoningGymTask(Task):
 
     def problems(self, n: int, rng: random.Random) -> list[Problem]:
         out: list[Problem] = []
+        tries = 0
         while len(out) < n:
             p = self._item("train", rng.randrange(POOL))
-            if p.prompt not in self._held_out:
+            tries += 1
+            if p is not None and p.prompt not in self._held_out:
                 out.append(p)
+            elif tries > 20 * n + 100:
+                raise ValueError(f"{self.name}: the generator failed for {tries - len(out)} of {tries} "
+                                 "seeds; try other options (--task-option)")
         return out
 
     def reward(self, problem: Problem, completion: str) -> float:
@@ -110,9 +133,9 @@ class ReasoningGymTask(Task):
     def wrong_completion(self, problem: Problem, rng: random.Random) -> str:
         """Another problem's reference answer that this problem's scorer rejects."""
         for _ in range(20):
-            other = self._item("train", rng.randrange(POOL)).solution
-            if self.reward(problem, other) < 1.0:
-                return other
+            other = self._item("train", rng.randrange(POOL))
+            if other is not None and self.reward(problem, other.solution) < 1.0:
+                return other.solution
         return problem.solution[::-1] + " x"
 
     @property
