@@ -8,6 +8,7 @@ evaluate every command's annotation strings twice, on every call).
 """
 
 import gc
+import signal
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -593,6 +594,13 @@ def run_cmd(
     if nproc < 1:
         _usage(f"--nproc must be at least 1 (got {nproc})")
     if nproc > 1:  # this process only launches: torchrun starts N copies of the same command
+        from reference_impls import runner
+
+        try:  # what every worker would refuse, refused once, before any process starts
+            runner.check(pipeline, steps if steps is not None else cfg_file.get("steps"), overrides,
+                         stage_options, resume)
+        except runner.UsageError as e:
+            _usage(str(e))
         _launch(nproc)
     if threads is not None and threads < 1:
         _usage(f"--threads must be at least 1 (got {threads})")
@@ -607,6 +615,7 @@ def run_cmd(
     from reference_impls.tasks.dataset import DataError as UserDataError
     from reference_impls.tasks.rewards import RewardError
 
+    signal.signal(signal.SIGTERM, _terminated)  # `kill` records the run as interrupted, like Ctrl-C
     try:
         r = runner.run(pipeline, task=cfg_file.get("task", task) if task == "addition" else task,
                        model=model, steps=steps if steps is not None else cfg_file.get("steps"),
@@ -634,7 +643,8 @@ def run_cmd(
         split = f" [{x.split}]" if x.split else ""
         out.print(f"  {x.note.split(';')[0] if x.note else ''}: {x.benchmark}{split} {x.metric}: "
                   f"{x.value:.2f}{x.unit}", markup=False)
-    out.print(f"recorded in {out_dir / r.id / 'run.json'} (see: sftrl runs show {r.id})", markup=False)
+    rdir = resume if resume is not None else out_dir / r.id
+    out.print(f"recorded in {rdir / 'run.json'} (see: sftrl runs show {rdir})", markup=False)
     if r.status != "finished":
         raise typer.Exit(1)
 
@@ -778,6 +788,10 @@ from reference_impls.findings_cli import findings_app  # noqa: E402  (sftrl find
 app.add_typer(findings_app, name="findings")
 
 
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt  # the runner records "interrupted" and the command exits 130
+
+
 @runs_app.command("show")
 def runs_show(
     run_id: Annotated[str, typer.Argument(help="A run id (or a unique prefix), or a run folder")],
@@ -795,7 +809,10 @@ def runs_show(
     if (path / "run.json").exists():
         from taxonomy.schema import Run
 
-        run, rdir = Run.model_validate_json((path / "run.json").read_text()), path
+        try:
+            run, rdir = Run.model_validate_json((path / "run.json").read_text(encoding="utf-8")), path
+        except (OSError, ValueError) as e:
+            _usage(f"{path / 'run.json'}: not a valid run record ({str(e).splitlines()[0]})")
     else:
         rs, _ = load_runs(out_dir)
         hits = [r for r in rs if r.id == run_id] or [r for r in rs if r.id.startswith(run_id)]
@@ -828,7 +845,12 @@ def runs_show(
                   markup=False)
     fig_path = figure or rdir / "curves.png"
     fig = run_history_figure(run)
-    fig.savefig(fig_path, dpi=120)
+    try:
+        fig_path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(fig_path, dpi=120)
+    except OSError as e:  # a read-only run folder: the text above is the answer; say where to draw
+        err.print(f"note: curves not written to {fig_path} ({e.strerror or e}); use --figure PATH", markup=False)
+        return
     out.print(f"curves: {fig_path}", markup=False)
 
 

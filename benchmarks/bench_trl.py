@@ -10,6 +10,8 @@ char-level tokenizer; 2 x 64 is exactly the "tiny" preset) on the addition task:
   grpo  `batch` completions = batch/G prompts x G, `max_new_tokens` new tokens, beta 0.04 (k3,
         ref forward every step), seq-mean-token-mean = TRL loss_type "grpo", one update per batch
         (ours: methods.grpo; TRL: GRPOTrainer, num_iterations 1)
+  cispo, sapo  as grpo with no KL (beta 0, no reference forward): ours methods.cispo (IS-weight
+        cap 5.0) / methods.sapo; TRL GRPOTrainer loss_type "cispo" (epsilon_high 5.0) / "sapo"
 A step's time is the wall time between two consecutive optimizer-step ends (so it includes the
 batch building, sampling for GRPO, forward, backward and the AdamW step, on both sides). Each
 repeat trains a fresh model for warmup + steps steps, ours and TRL alternating; the table gives
@@ -47,7 +49,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from reference_impls.core.model import TINY, char_tokenizer, load_model  # noqa: E402
 from reference_impls.core.train import seed_everything, train  # noqa: E402
-from reference_impls.methods import dpo, grpo, sft  # noqa: E402
+from reference_impls.methods import cispo, dpo, grpo, sapo, sft  # noqa: E402
 from reference_impls.tasks.addition import Addition  # noqa: E402
 
 hf_logging.set_verbosity_error()
@@ -55,7 +57,7 @@ hf_logging.disable_progress_bar()
 disable_progress_bars()
 warnings.filterwarnings("ignore")
 
-METHODS = ("sft", "dpo", "grpo")
+METHODS = ("sft", "dpo", "grpo", "cispo", "sapo")
 
 
 def build_model(path: Path, layers: int, width: int, seed: int = 0) -> int:
@@ -93,6 +95,9 @@ def ours_config(method: str, a: argparse.Namespace) -> Any:
         return sft.Config(**common)
     if method == "dpo":
         return dpo.Config(**common, beta=0.1, loss_type="sigmoid")
+    if method in ("cispo", "sapo"):  # no KL term: no reference model
+        mod = {"cispo": cispo, "sapo": sapo}[method]
+        return mod.Config(**common, group_size=a.group_size, max_new_tokens=a.max_new_tokens, temperature=1.0)
     return grpo.Config(**common, group_size=a.group_size, max_new_tokens=a.max_new_tokens, beta=0.04,
                        aggregation="seq-mean-token-mean", eps_low=0.2, eps_high=0.2, temperature=1.0)
 
@@ -100,7 +105,7 @@ def ours_config(method: str, a: argparse.Namespace) -> Any:
 def time_ours(method: str, model_dir: Path, a: argparse.Namespace) -> list[float]:
     seed_everything(a.seed)
     model, tok = load_model(str(model_dir), a.device)
-    mod = {"sft": sft, "dpo": dpo, "grpo": grpo}[method]
+    mod = {"sft": sft, "dpo": dpo, "grpo": grpo, "cispo": cispo, "sapo": sapo}[method]
     cfg = ours_config(method, a)
     algo = mod.Algo(model, tok, Addition(), cfg, seed=a.seed)
     ends: list[float] = []
@@ -159,9 +164,12 @@ def time_trl(method: str, model_dir: Path, a: argparse.Namespace, out: Path) -> 
         trainer = DPOTrainer(model=model, ref_model=ref, args=DPOConfig(**common, beta=0.1, loss_type=["sigmoid"]),
                              train_dataset=ds, processing_class=tok)  # fmt: skip
     else:
+        loss = dict(beta=0.04, loss_type="grpo") if method == "grpo" else dict(beta=0.0, loss_type=method)
+        if method == "cispo":
+            loss["epsilon_high"] = 5.0  # TRL's cispo cap (a ratio) = ours 1 + eps_high
         args = GRPOConfig(**common, num_generations=a.group_size, max_completion_length=a.max_new_tokens,
-                          beta=0.04, loss_type="grpo", temperature=1.0, top_k=0, top_p=1.0,
-                          use_bias_correction_kl=False, epsilon=0.2)  # fmt: skip
+                          temperature=1.0, top_k=0, top_p=1.0, use_bias_correction_kl=False, epsilon=0.2,
+                          **loss)  # fmt: skip
         trainer = GRPOTrainer(model=model, reward_funcs=exact_match_reward, args=args, train_dataset=ds,
                               processing_class=tok)  # fmt: skip
     timer = StepTimer(a.device)
@@ -214,7 +222,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 def table(res: dict[str, Any]) -> str:
     a = res["args"]
     shape = {"sft": f"{a['batch']} seqs", "dpo": f"{a['batch']} pairs",
-             "grpo": f"{a['batch'] // a['group_size']}x{a['group_size']} compl., {a['max_new_tokens']} new tok"}  # fmt: skip
+             **{m: f"{a['batch'] // a['group_size']}x{a['group_size']} compl., {a['max_new_tokens']} new tok"
+                for m in ("grpo", "cispo", "sapo")}}  # fmt: skip
     v = res["versions"]
     lines = [
         f"device {a['device']} ({res['device_name']}, {res['threads']} threads), model {a['layers']} layers x "

@@ -44,7 +44,10 @@ def study_files(data_dir: Path) -> tuple[list[Path], list[Problem]]:
         return [], [Problem("studies/", None, None, None, f"cannot list the folder: {e.strerror or e}")]
     for path in entries:
         name, suffix = path.name, path.suffix.lower()
-        if name.startswith("."):
+        if name.startswith("."):  # editors' swap files and the like pass unsaid; a hidden YAML file does not
+            if suffix in (".yml", ".yaml"):
+                problems.append(Problem(f"studies/{printable(name)}", None, None, None,
+                                        "this hidden file is not read; rename it without the leading dot"))
             continue
         if path.suffix == ".yaml":
             files.append(path)

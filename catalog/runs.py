@@ -12,12 +12,18 @@ from taxonomy.schema import Run
 
 def load_runs(root: Path | str = "runs") -> tuple[list[Run], list[str]]:
     """Every `*/run.json` under root (newest first), plus a message for each file that does not parse."""
-    runs, bad = [], []
+    runs, bad, where = [], [], {}
     for p in sorted(Path(root).glob("*/run.json")):
         try:
-            runs.append(Run.model_validate_json(p.read_text(encoding="utf-8")))
+            run = Run.model_validate_json(p.read_text(encoding="utf-8"))
         except (ValidationError, ValueError, OSError) as e:
             bad.append(f"{p}: not a valid run record ({str(e).splitlines()[0]})")
+            continue
+        if run.id in where:  # a copied run folder: the same run once, not its results twice
+            bad.append(f"{p}: run {run.id} is also recorded in {where[run.id]}; counted once")
+            continue
+        where[run.id] = p.parent
+        runs.append(run)
     runs.sort(key=lambda r: r.created, reverse=True)
     return runs, bad
 

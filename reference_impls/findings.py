@@ -281,7 +281,7 @@ def _base_path(spec) -> Path:
 
 
 def measure(model, tok, task, ks: list[int], seed: int, by_level: bool) -> dict[str, float]:
-    """pass@k (fractions) on each split (and per difficulty level), seeded; entropy and length on ID."""
+    """pass@k (fractions) and completion length on each split (and pass@max k per difficulty level), seeded."""
     import torch
 
     from reference_impls.core.evaluate import sampled_metrics
@@ -290,7 +290,8 @@ def measure(model, tok, task, ks: list[int], seed: int, by_level: bool) -> dict[
     out: dict[str, float] = {}
     for split, short in (("in_distribution", "id"), ("out_of_distribution", "ood")):
         probs = task.eval_sets[split]
-        m = sampled_metrics(model, tok, task, probs, tuple(ks), by=(lambda p: f"level{p.meta}") if by_level else None)
+        m = sampled_metrics(model, tok, task, probs, tuple(ks), by=(lambda p: f"level{p.meta}") if by_level else None,
+                            entropy=False)
         out.update({k if k.startswith("level") else f"{short} {k}": v for k, v in m.items()
                     if not k.startswith("level") or k.endswith(f"pass@{max(ks)}")})
     return out
@@ -319,13 +320,13 @@ def run_finding(name: str, out: Path, quick: bool = False, progress: bool = Fals
     arenas = Path(arenas) if arenas is not None else out
     t0 = time.time()
     data: dict[str, dict[str, dict[str, float]]] = {"base": {}}
-    arenas, base_paths = {}, []
+    states, base_paths = {}, []
     for arm in f.arms:
         spec = _arm_spec(f, arm)
         log(f"finding {name}: arm {arm.label} ({', '.join(arm.entries)}; {f.seeds} seeds, budget {f.budget})")
         state = arena(spec, arenas / arm.label, progress=progress, command=f"sftrl findings run {name}" + (" --quick" if quick else ""),
                       log=log)
-        arenas[arm.label] = {"table": state["table"], "runs": state["runs"]}
+        states[arm.label] = {"table": state["table"], "runs": state["runs"]}
         task = make_task(spec.task, spec.task_options)
         base_path = _base_path(spec)
         base_paths.append(str(base_path))
@@ -352,10 +353,10 @@ def run_finding(name: str, out: Path, quick: bool = False, progress: bool = Fals
                              if "kl_to_base in_distribution" in r.get("sampled", {}) else {})})
                 data.setdefault(who, {})[str(r["seed"])] = m
     starts = {a: sorted({round(r.get("start_in_distribution", math.nan), 3) for r in v["runs"][e]})
-              for a, v in arenas.items() for e in v["runs"]}
+              for a, v in states.items() for e in v["runs"]}
     verdict = VERDICTS[f.decide](f, data)
     result = {"finding": f.model_dump(), "quick": quick, "verdict": verdict["verdict"], "summary": verdict["summary"],
-              "statistics": verdict["statistics"], "per_seed": data, "arenas": arenas,
+              "statistics": verdict["statistics"], "per_seed": data, "arenas": states,
               "base_check": {"paths": base_paths, "start_id_accuracy_by_arm": starts},
               "wall_s": time.time() - t0, "git_commit": git_commit(),
               "command": f"sftrl findings run {name}" + (" --quick" if quick else "") + f" --out {out}"

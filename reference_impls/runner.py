@@ -44,10 +44,10 @@ import torch
 from reference_impls.core import distributed, tracking
 from reference_impls.core.evaluate import accuracy, mean_reward, parse_ks, sampled_results
 from reference_impls.core.lora import apply_lora, merge_lora, parse_lora
-from reference_impls.core.model import load_model
+from reference_impls.core.model import TINY, load_model
 from reference_impls.core.options import coerce
 from reference_impls.core.record import git_commit, hardware, versions, write_atomic, write_run
-from reference_impls.core.train import NonFiniteError, seed_everything, train
+from reference_impls.core.train import NonFiniteError, read_checkpoint, seed_everything, train
 from reference_impls.tasks import make_task, task_key
 from reference_impls.tasks.base_model import RECIPE, demonstrations_for_warm_start, sized, warm_start
 from taxonomy.registry import load_registry
@@ -121,6 +121,19 @@ def _configs(stages: list[str], steps: int | None, overrides: dict[str, Any],
     return cfgs
 
 
+def check(pipeline, steps: int | None, overrides: dict[str, Any], stage_options: dict[str, dict],
+          resume: Path | None = None) -> None:
+    """What `run` checks before it trains, for a launcher to check once before starting N processes."""
+    if resume is not None:
+        spec, _ = _check_resume(Path(resume))
+        if pipeline is not None and parse_pipeline(pipeline) != spec["stages"]:
+            raise UsageError(f"--resume {resume} continues its own pipeline ({' -> '.join(spec['stages'])})")
+        return
+    if pipeline is None:
+        raise UsageError("name a method or a pipeline, e.g. 'sft' or 'sft,grpo'")
+    _configs(parse_pipeline(pipeline), steps, overrides, stage_options)
+
+
 def _fields(method: str) -> set[str]:
     return {f.name for f in dataclasses.fields(METHODS[method].Config)}
 
@@ -180,9 +193,12 @@ def run(pipeline: str | list[str] | None = None, task: str = "addition", model: 
     `stop_after` (tests): stop the last-started stage after that many steps, as if killed."""
     if resume is not None:
         rdir = Path(resume)
-        if not (rdir / "spec.json").exists():
-            raise UsageError(f"--resume {rdir}: no spec.json there (not a run directory)")
-        spec = json.loads((rdir / "spec.json").read_text())
+        spec, done = _check_resume(rdir)
+        if pipeline is not None and parse_pipeline(pipeline) != spec["stages"]:
+            raise UsageError(f"--resume {rdir} continues its own pipeline ({' -> '.join(spec['stages'])}); "
+                             "leave out the method, or start a new run without --resume")
+        if done is not None:  # nothing to do, and nothing rewritten
+            return done
         return _execute(spec, rdir, progress, stop_after)
     if pipeline is None:
         raise UsageError("name a method or a pipeline, e.g. 'sft' or 'sft,grpo'")
@@ -227,6 +243,82 @@ def run(pipeline: str | list[str] | None = None, task: str = "addition", model: 
     return _execute(spec, out / spec["id"], progress, stop_after, fresh=True)
 
 
+def _check_lengths(task, model: str, max_new: int) -> None:
+    """Refuse rows that cannot fit the model's context (prompt + completion budget, or prompt +
+    reference solution) before anything trains: one line per row, at most ten."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    if model == "tiny":
+        limit, count = TINY["max_position_embeddings"], len  # one token per character
+    else:
+        try:
+            limit = getattr(AutoConfig.from_pretrained(model), "max_position_embeddings", None)
+            tok = AutoTokenizer.from_pretrained(model)
+        except (OSError, ValueError):
+            return  # load_model reports a model it cannot load
+        if not limit:
+            return
+
+        def count(text: str) -> int:
+            return len(tok(text, add_special_tokens=True)["input_ids"])
+    bad = []
+    for p in task.checked_problems():
+        n_prompt = count(p.prompt)
+        need = max(n_prompt + max_new, n_prompt + count(p.solution or "") + 1)
+        if need > limit:
+            where = p.meta.get("_where") if isinstance(p.meta, dict) else None
+            bad.append(f"{where or repr(p.prompt[:40] + '…')}: prompt {n_prompt} tokens + completion "
+                       f"{need - n_prompt} > the model's context of {limit} tokens")
+            if len(bad) == 10:
+                break
+    if bad:
+        raise UsageError("rows too long for the model (drop or shorten them, or lower --set max_new_tokens):\n  "
+                         + "\n  ".join(bad))
+
+
+SPEC_KEYS = ("id", "created", "stages", "task", "model", "steps", "seed", "device", "task_options", "data",
+             "eval_data", "reward", "stage_options", "overrides", "warm", "save_every")
+
+
+def _check_resume(rdir: Path) -> tuple[dict, Run | None]:
+    """Read and check every file a resume needs before anything is written: (spec, the Run if it
+    already finished). A damaged file is a UsageError naming it and what to do."""
+    if not (rdir / "spec.json").exists():
+        raise UsageError(f"--resume {rdir}: no spec.json there (not a run directory)")
+    try:
+        spec = json.loads((rdir / "spec.json").read_text(encoding="utf-8"))
+        missing = [k for k in SPEC_KEYS if k not in spec] if isinstance(spec, dict) else ["a JSON object"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"--resume {rdir}: spec.json cannot be read ({e}); the run cannot be resumed") from None
+    if missing:
+        raise UsageError(f"--resume {rdir}: spec.json is damaged (missing {', '.join(missing)}); "
+                         "the run cannot be resumed")
+    if (rdir / "run.json").exists():
+        try:
+            old = Run.model_validate_json((rdir / "run.json").read_text(encoding="utf-8"))
+            if old.status == "finished":
+                return spec, old
+        except (OSError, ValueError):
+            pass  # a damaged record is rewritten when this resume ends
+    for sdir in sorted(rdir.glob("stage-*")):
+        if (f := sdir / "stage.json").exists():
+            try:
+                got = json.loads(f.read_text(encoding="utf-8"))
+                [Result.model_validate(r) for r in got["results"]]
+                assert isinstance(got["history"], list)
+            except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+                raise UsageError(f"--resume: {f} is damaged ({type(e).__name__}); delete it to train "
+                                 f"{sdir.name} again") from None
+        elif (c := sdir / "checkpoint.safetensors").exists():
+            try:
+                read_checkpoint(c)
+            except Exception as e:  # noqa: BLE001 - safetensors raises several types for a bad file
+                raise UsageError(f"--resume: {c} is damaged ({type(e).__name__}); delete it to restart "
+                                 f"{sdir.name} from its first step") from None
+    _check_out(rdir)  # writable (a read-only copy cannot be resumed in place)
+    return spec, None
+
+
 def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
              fresh: bool = False) -> Run:
     s = spec
@@ -258,6 +350,7 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
 
     recipe = dataclasses.replace(RECIPE, steps=s["warm_steps"]) if s.get("warm_steps") else RECIPE
     points = int(s.get("eval_points") or 0)
+    _check_lengths(task_obj, model, max([getattr(c, "max_new_tokens", 0) for c in cfgs] + [task_obj.max_new_tokens]))
     records: list[Stage] = []
     if warm:
         try:
@@ -288,17 +381,18 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
         (rdir / "spec.json").write_text(json.dumps(s, indent=2, default=str))
     history: list[dict] = []
     results: list[Result] = []
-    _write_run(record(history, results, "running"), rdir / "run.json")
+    if fresh:  # a resumed run keeps its old record until this resume ends
+        _write_run(record(history, results, "running"), rdir / "run.json")
     tracker = tracking.Tracker(s.get("report_to") or [] if distributed.is_main() else [], rdir, s["id"], config)
-    if warm and not distributed.is_main():
-        distributed.barrier()  # rank 0 builds (or finds) the cached warm-start base first
-    with distributed.local():
-        wseed = seed if s.get("warm_seed") is None else s["warm_seed"]
-        start = str(warm_start(task_obj, model, wseed, recipe, key=tkey)) if warm else model
-    if warm and distributed.is_main():
-        distributed.barrier()
-    base = start  # the Run's starting model: KL(base || policy) is measured against it
     try:
+        if warm and not distributed.is_main():
+            distributed.barrier()  # rank 0 builds (or finds) the cached warm-start base first
+        with distributed.local():
+            wseed = seed if s.get("warm_seed") is None else s["warm_seed"]
+            start = str(warm_start(task_obj, model, wseed, recipe, key=tkey)) if warm else model
+        if warm and distributed.is_main():
+            distributed.barrier()
+        base = start  # the Run's starting model: KL(base || policy) is measured against it
         for i, (m, cfg) in enumerate(zip(stages, cfgs, strict=True)):
             k = i + 1 + int(bool(warm))  # the stage's position in the Run (the warm start is stage 1)
             sdir = rdir / f"stage-{k}"
@@ -370,7 +464,7 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
             if i + 1 < len(stages):
                 del algo, policy
     except NonFiniteError as e:
-        run_ = record(history, [], "stopped", str(e))
+        run_ = record(history, results, "stopped", str(e))
         _write_run(run_, rdir / "run.json")
         return run_
     except KeyboardInterrupt:
@@ -381,8 +475,8 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
         if fresh and not history:
             shutil.rmtree(rdir, ignore_errors=True)
         raise
-    except Exception as e:  # record the failure, then let it propagate
-        _write_run(record(history, [], "failed", f"{type(e).__name__}: {e}"), rdir / "run.json")
+    except Exception as e:  # record the failure (with what finished before it), then let it propagate
+        _write_run(record(history, results, "failed", f"{type(e).__name__}: {e}"), rdir / "run.json")
         raise
     finally:
         tracker.close()

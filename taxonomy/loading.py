@@ -181,9 +181,9 @@ class _Builder:
         self.budget -= 1
         self.file_budget[0] -= 1
         if self.budget < 0 or self.file_budget[0] < 0:
-            what = f"this entry has more than {MAX_ENTRY_NODES}" if self.budget < 0 else \
-                "the file has more values than characters"
-            self.fail(node, path, f"{what} values once aliases are expanded (an alias bomb?); refused")
+            what = f"this entry has more than {MAX_ENTRY_NODES} values" if self.budget < 0 else \
+                "the file has more values than it has characters"
+            self.fail(node, path, f"{what} once its aliases are expanded (an alias bomb?); refused")
             raise _Refused
         if depth > MAX_DEPTH:
             self.fail(node, path, f"nested more than {MAX_DEPTH} levels deep (or a recursive alias); refused")
@@ -284,6 +284,8 @@ def _describe(err: dict[str, Any]) -> str:
     if kind == "missing":
         return "required field is missing"
     msg = err["msg"].removeprefix("Value error, ")
+    if kind == "value_error" and isinstance(inp, dict | list):  # a check of a whole entry names its value
+        return msg
     if kind == "string_type" and isinstance(inp, float):
         msg += " (quote arXiv ids in YAML: arxiv: \"2402.03300\", else they read as numbers)"
     return f"{msg}; found {_found(inp)}"

@@ -35,7 +35,7 @@ CASES = {
     "nft": ("nft", dict(batch_size=16, group_size=2, lr=1e-3)),
     "uft": ("uft", dict(batch_size=16, group_size=2, lr=1e-3)),
     "relift": ("relift", dict(batch_size=16, group_size=2, buffer_size=2, updates_per_batch=2, lr=1e-3)),
-    "prefix-rft": ("prefix-rft", dict(batch_size=16, group_size=2, lr=1e-3)),
+    "prefix-rft": ("prefix-rft", dict(batch_size=32, group_size=4, n_prefix=2, top_entropy=0.5, lr=1e-3)),
     "kto": ("kto", dict(batch_size=8, lr=1e-3)),
     "rloo": ("rloo", dict(batch_size=16, group_size=2, normalize_advantages=True, lr=1e-3)),
     "reinforce-pp": ("reinforce-pp", dict(batch_size=8, beta=0.1, lr=1e-3)),
@@ -62,11 +62,32 @@ def _algo(case: str):
     return algo
 
 
+def batch_statistics(rows: slice) -> dict[str, torch.Tensor]:
+    """The collect-time batch statistics on `rows` of a crafted 8-row batch (a rank's half under
+    torchrun, everything in one process): row normalisers, moments, Prefix-RFT's entropy cut."""
+    from reference_impls.core import distributed
+    from reference_impls.core.hybrid import row_weights
+    from reference_impls.methods.prefix_rft import entropy_clipped_advantages
+
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(8, 6, generator=g) < 0.7).float()
+    ent = 4 * torch.rand(8, 6, generator=g)
+    pre = (torch.rand(8, 6, generator=g) < 0.5).float() * mask
+    adv = torch.randn(8, generator=g)
+    sel = torch.tensor([1.0, 0, 1, 1, 0, 0, 0, 1])
+    m, e, p, a, s = mask[rows], ent[rows], pre[rows], adv[rows], sel[rows]
+    mean, var, n = distributed.moments(e, m, unbiased=True)
+    return {"w_tok": row_weights(m, s), "w_const": row_weights(m, s, "constant", 6),
+            "moments": torch.stack([mean, var, n]), "adv_tok": entropy_clipped_advantages(a, e, p, 0.3)}
+
+
 def worker(out: Path) -> None:
     from reference_impls.core import distributed
     from reference_impls.core.train import train
 
     distributed.init("cpu")
+    r = distributed.rank()
+    torch.save(batch_statistics(slice(4 * r, 4 * r + 4)), out / f"stats-rank{r}.pt")
     with scripted_sampling():
         for case in _cases():
             algo = _algo(case)
@@ -83,7 +104,7 @@ def ranks(tmp_path_factory) -> dict:
                         "--nproc-per-node", "2", __file__, str(out)],
                        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    return {(c, k): torch.load(out / f"{c}-rank{k}.pt") for c in _cases() for k in (0, 1)}
+    return {(c, k): torch.load(out / f"{c}-rank{k}.pt") for c in ["stats", *_cases()] for k in (0, 1)}
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +117,16 @@ def one_process(ranks) -> dict:
             algo = _algo(case)
             out[case] = (train(algo, algo.cfg, progress=False), params(algo.module))
     return out
+
+
+def test_batch_statistics_are_the_whole_batch_s(ranks):
+    whole = batch_statistics(slice(0, 8))
+    r0, r1 = ranks["stats", 0], ranks["stats", 1]
+    for k in ("w_tok", "w_const", "adv_tok"):  # per row: rank 0's rows then rank 1's
+        torch.testing.assert_close(torch.cat([r0[k], r1[k]]), whole[k], msg=k)
+    torch.testing.assert_close(r0["moments"], whole["moments"])  # every rank: the global ones
+    torch.testing.assert_close(r1["moments"], whole["moments"])
+    assert (whole["adv_tok"] == 0).any()  # the entropy cut acted
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c != "dapo-quota"])

@@ -247,3 +247,17 @@ def test_sampled_metrics_groups_use_the_same_samples(monkeypatch):
     m = ev.sampled_metrics(torch.nn.Linear(1, 1), None, T, probs, ks=(1, 2), by=lambda p: f"level{p.meta}")
     assert m["pass@1"] == pytest.approx(2 / 3) and m["level1 pass@1"] == pytest.approx(0.5)
     assert m["level2 pass@2"] == 1.0 and m["entropy"] == pytest.approx(math.log(2)) and m["length"] == 2.0
+
+
+def test_shortcut_cue_correlates_in_training_only():
+    from reference_impls.tasks import make_task
+
+    t = make_task("shortcut", {"cue_corr": 0.9})
+    train = t.problems(3000, random.Random(0))
+    hit = sum(p.meta[1] for p in train) / len(train)
+    assert 0.88 < hit < 0.94  # 0.9 + 0.1 * 0.1 by chance
+    ood = t.eval_sets["out_of_distribution"]
+    assert 0.05 < sum(p.meta[1] for p in ood) / len(ood) < 0.16
+    held = {p.prompt[2:] for s in t.eval_sets.values() for p in s}
+    assert not held & {p.prompt[2:] for p in train}
+    assert all(t.reward(p, p.solution) == 1.0 for p in ood)

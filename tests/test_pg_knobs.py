@@ -33,7 +33,7 @@ from transformers import PreTrainedTokenizerFast  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
-from reference_impls.core.diagnostics import clip_stats, rollout_stats  # noqa: E402
+from reference_impls.core.diagnostics import clip_stats, micro_stats, rollout_stats  # noqa: E402
 from reference_impls.core.logprobs import token_logprobs  # noqa: E402
 from reference_impls.core.losses import aggregate  # noqa: E402
 from reference_impls.core.pg import scaled_advantages  # noqa: E402
@@ -43,7 +43,13 @@ from reference_impls.methods.gmpo import gmpo_loss  # noqa: E402
 from reference_impls.methods.grpo import grpo_loss  # noqa: E402
 from reference_impls.methods.gspo import gspo_loss  # noqa: E402
 from reference_impls.methods.sapo import sapo_loss  # noqa: E402
-from reference_impls.testing import crafted_grpo_batch, flat_grad, load_noisy, save_parity_tiny, trl_args  # noqa: E402
+from reference_impls.testing import (  # noqa: E402
+    crafted_grpo_batch,
+    flat_grad,
+    load_noisy,
+    save_parity_tiny,
+    trl_args,
+)
 
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
@@ -159,11 +165,11 @@ def test_token_sum_is_seq_mean_token_sum_times_rows() -> None:
     """The two modes verl lacks by name, by hand: token-sum = B * seq-mean-token-sum; and a
     micro-batch split with global totals sums to the full-batch value for every mode."""
     g = torch.Generator().manual_seed(0)
-    l, m = torch.randn(6, 5, generator=g), (torch.rand(6, 5, generator=g) > 0.3).float()
-    assert aggregate(l, m, "token-sum").item() == pytest.approx(6 * aggregate(l, m, "seq-mean-token-sum").item())
+    lt, m = torch.randn(6, 5, generator=g), (torch.rand(6, 5, generator=g) > 0.3).float()
+    assert aggregate(lt, m, "token-sum").item() == pytest.approx(6 * aggregate(lt, m, "seq-mean-token-sum").item())
     for mode in ("token-mean", "token-sum", "seq-mean-token-mean", "seq-mean-token-sum", "constant"):
-        full = aggregate(l, m, mode, 5)
-        parts = sum(aggregate(l[i:i + 2], m[i:i + 2], mode, 5, total_tokens=m.sum(), total_seqs=6)
+        full = aggregate(lt, m, mode, 5)
+        parts = sum(aggregate(lt[i:i + 2], m[i:i + 2], mode, 5, total_tokens=m.sum(), total_seqs=6)
                     for i in (0, 2, 4))
         assert parts.item() == pytest.approx(full.item(), rel=1e-6), mode
 
@@ -356,6 +362,9 @@ def test_clip_stats_and_rollout_stats_by_hand() -> None:
     A, m = torch.tensor([-1.0, 1.0]), torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
     st = clip_stats(r, A, m, 0.8, 1.2)  # low: row 0 token 0; high: row 1 token 1 (token 2 masked)
     assert (st["clip_ratio_low"], st["clip_ratio_high"]) == (pytest.approx(1 / 5), pytest.approx(1 / 5))
+    ent = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])  # entropy: additive over micro-batches
+    parts = [micro_stats({"_entropy": ent[i:i + 1], "mask": m[i:i + 1]}, {"tokens": m.sum()}) for i in (0, 1)]
+    assert sum(p["entropy"] for p in parts) == pytest.approx((1 + 2 + 3 + 4 + 5) / 5)
 
     class Cfg:
         max_new_tokens, group_size = 3, 2
@@ -366,7 +375,7 @@ def test_clip_stats_and_rollout_stats_by_hand() -> None:
     algo = type("A", (), {"cfg": Cfg(), "tok": Tok()})()
     ids = torch.tensor([[5, 7, 1, 0], [5, 7, 7, 7], [5, 1, 0, 0], [5, 7, 1, 0]])  # prompt 5, EOS 1
     mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 0]]).float()
-    out = rollout_stats({"input_ids": ids, "mask": mask, "advantages": torch.tensor([0.0, 0.0, 0.5, -0.5])}, algo)
+    out = rollout_stats({"input_ids": ids, "mask": mask, "advantages": torch.tensor([0.0, 0.0, 0.0, 0.5])}, algo)  # one group all 0
     assert out == {"completion_len": 2.0, "completion_len_max": 3.0, "truncated_frac": 0.25,
                    "frac_reward_zero_std": 0.5}
 
@@ -379,12 +388,12 @@ def worker(out: Path) -> None:
 
     distributed.init("cpu")
     r = distributed.rank()
-    rewards, l, m, ids, adv = _global_batch()
+    rewards, lt, m, ids, adv = _global_batch()
     rows = slice(4 * r, 4 * r + 4)
     with distributed.collecting():
         a = scaled_advantages(rewards[rows], 2, "batch")
     totals = {"tokens": distributed.all_sum(m[rows].sum()), "rows": int(distributed.all_sum(4).item())}
-    losses = {mode: distributed.all_sum(aggregate(l[rows], m[rows], mode, 3, total_tokens=totals["tokens"],
+    losses = {mode: distributed.all_sum(aggregate(lt[rows], m[rows], mode, 3, total_tokens=totals["tokens"],
                                                   total_seqs=totals["rows"])).item()
               for mode in ("token-mean", "token-sum", "seq-mean-token-mean", "seq-mean-token-sum", "constant")}
     algo = type("A", (), {"cfg": type("C", (), {"max_new_tokens": 3, "group_size": 2})(),
@@ -396,14 +405,14 @@ def worker(out: Path) -> None:
 def _global_batch():
     g = torch.Generator().manual_seed(5)
     rewards = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.3, 0.9, 0.0, 0.0])  # 4 groups of 2, over 2 ranks
-    l = torch.randn(8, 3, generator=g)
+    lt = torch.randn(8, 3, generator=g)
     lengths = torch.tensor([3, 1, 2, 3, 1, 2, 2, 3])
     m = (torch.arange(3)[None] < lengths[:, None]).float()
     ids = torch.full((8, 4), 7)
     ids[torch.arange(8), lengths] = 1  # EOS last ...
     ids[7, 3] = 7  # ... except row 7 (truncated, on rank 1)
     adv = torch.tensor([0.5, -0.5, 0.0, 0.0, 0.1, -0.1, 0.0, 0.0])  # zero-std groups: 1 on rank 0, 1 on rank 1
-    return rewards, l, m, ids, adv
+    return rewards, lt, m, ids, adv
 
 
 def test_two_ranks_use_the_global_batch(tmp_path: Path) -> None:
@@ -414,11 +423,11 @@ def test_two_ranks_use_the_global_batch(tmp_path: Path) -> None:
                         __file__, str(tmp_path)], capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     rank = [torch.load(tmp_path / f"rank{k}.pt") for k in (0, 1)]
-    rewards, l, m, ids, adv = _global_batch()
+    rewards, lt, m, ids, adv = _global_batch()
     torch.testing.assert_close(torch.cat([x["adv"] for x in rank]), scaled_advantages(rewards, 2, "batch"))
     assert not torch.allclose(rank[0]["adv"], scaled_advantages(rewards[:4], 2, "batch"))  # not the rank's std
     for mode, v in rank[0]["losses"].items():
-        assert v == pytest.approx(aggregate(l, m, mode, 3).item(), rel=1e-6), mode
+        assert v == pytest.approx(aggregate(lt, m, mode, 3).item(), rel=1e-6), mode
     cfg = type("C", (), {"max_new_tokens": 3, "group_size": 2})()
     one = rollout_stats({"input_ids": ids, "mask": m, "advantages": adv},
                         type("A", (), {"cfg": cfg, "tok": type("T", (), {"eos_token_id": 1})()})())

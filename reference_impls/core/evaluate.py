@@ -110,11 +110,13 @@ def _score(model, ro) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def sampled_metrics(model, tok, task, problems, ks=PASS_K, temperature: float = 1.0,
-                    max_new_tokens: int | None = None, batch_size: int = 2048, by=None) -> dict[str, float]:
+                    max_new_tokens: int | None = None, batch_size: int = 2048, by=None,
+                    entropy: bool = True) -> dict[str, float]:
     """n = max(ks) samples per problem at temperature T:  pass@k for each k (mean over problems),
     entropy (nats per completion token, of softmax(z), EOS included) and length (completion
     tokens, EOS included) of the samples. `by(problem)` (optional) names a group: pass@k of each
-    group too, as "<group> pass@k", from the same samples."""
+    group too, as "<group> pass@k", from the same samples. `entropy=False` skips the entropy (a
+    second forward pass over the samples)."""
     n, budget = max(ks), _budget(task, problems, max_new_tokens)
     score = getattr(task, "eval_reward", None) or task.reward
     was = model.training
@@ -124,13 +126,15 @@ def sampled_metrics(model, tok, task, problems, ks=PASS_K, temperature: float = 
     for chunk in _chunks(group, batch_size):
         ro = sample(model, tok, [p.prompt for p in chunk], budget, temperature)
         correct += [score(p, c) > 0.5 for p, c in zip(chunk, ro.completions, strict=True)]
-        logp, mask = _score(model, ro)
-        if temperature != 1.0:  # the distribution sampled from: softmax(z / T)
-            logp = torch.log_softmax(logp / temperature, -1)
-        ent += float(token_entropy_sum(logp, mask))
-        toks += float(mask.sum())
+        toks += float(ro.mask.sum())
+        if entropy:  # one more forward pass over the samples
+            logp, mask = _score(model, ro)
+            if temperature != 1.0:  # the distribution sampled from: softmax(z / T)
+                logp = torch.log_softmax(logp / temperature, -1)
+            ent += float(token_entropy_sum(logp, mask))
     model.train(was)
-    out = {**mean_pass_at_k(correct, n, ks), "entropy": ent / max(toks, 1.0), "length": toks / max(1, len(group))}
+    out = {**mean_pass_at_k(correct, n, ks), "length": toks / max(1, len(group)),
+           **({"entropy": ent / max(toks, 1.0)} if entropy else {})}
     for g in dict.fromkeys(by(p) for p in problems) if by else ():
         rows = [c for i, p in enumerate(problems) if by(p) == g for c in correct[i * n : (i + 1) * n]]
         out.update({f"{g} {k}": v for k, v in mean_pass_at_k(rows, n, ks).items()})

@@ -102,7 +102,7 @@ def batch_std(rewards: Tensor) -> Tensor:
     """Unbiased (N-1) std of the rewards of the whole step's batch, over every rank (sums of r and
     r^2 are all-reduced, float64), as TRL's nanstd over the gathered rewards.   [N] -> scalar"""
     r = rewards.double()
-    n, s1, s2 = ((x) for x in (torch.tensor(float(r.numel()), dtype=torch.float64), r.sum(), (r * r).sum()))
+    n, s1, s2 = (dist.all_sum(x) for x in (torch.tensor(float(r.numel()), dtype=torch.float64), r.sum(), (r * r).sum()))
     var = (s2 - s1 * s1 / n) / (n - 1).clamp(min=1)
     return var.clamp(min=0).sqrt().to(rewards.dtype if rewards.is_floating_point() else torch.float32)
 

@@ -56,7 +56,7 @@ def reinforce_pp_advantages(rewards: Tensor, mask: Tensor, kl: Tensor | None = N
     last = (mask * torch.arange(1, mask.shape[1] + 1, device=mask.device)).argmax(-1)  # [B]
     r_tok[torch.arange(len(r)), last] += r  # + r(o, q) at the last completion token
     ret = r_tok.flip(-1).cumsum(-1).flip(-1) * mask  # A_t = sum_{i >= t} r_i   (gamma = 1)
-    mean = ret.sum() / mask.sum(); var = (((ret - mean) * mask) ** 2).sum() / (mask.sum() - 1)  # over every rank's batch tokens
+    mean, var, _ = distributed.moments(ret, mask, unbiased=True)  # over every rank's batch tokens
     return (ret - mean) * torch.rsqrt(var + eps) * mask  # global batch normalisation
 
 

@@ -13,12 +13,12 @@ from reference_impls.tasks.base import MissingSignal, Problem, Task
 
 __all__ = ["MissingSignal", "Problem", "Task", "UnknownTask", "make_task", "task_key", "KNOWN"]
 
-KNOWN = ("addition", "ladder (chains of additions: difficulty ladder, sliver of OOD levels)", "guess (multi-turn number guessing)", "rg:<generator> (reasoning-gym, e.g. rg:countdown, rg:basic_arithmetic)",
+KNOWN = ("addition", "ladder (chains of additions: difficulty ladder, sliver of OOD levels)", "shortcut (a cue that gives the answer away in training, not OOD)", "guess (multi-turn number guessing)", "rg:<generator> (reasoning-gym, e.g. rg:countdown, rg:basic_arithmetic)",
          "--data PATH (your own JSONL/JSON/CSV/Parquet/saved HF dataset)")
 
 
 # Tasks built for the findings (sftrl findings): name -> "module.Class" (a dataclass Task).
-NEW_TASKS = {"ladder": "reference_impls.tasks.ladder.Ladder"}
+NEW_TASKS = {"ladder": "reference_impls.tasks.ladder.Ladder", "shortcut": "reference_impls.tasks.shortcut.Shortcut"}
 
 
 class UnknownTask(ValueError):

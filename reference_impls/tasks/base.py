@@ -103,6 +103,11 @@ class Task:
             out.append((p.prompt, p.solution if good else self.wrong_completion(p, rng), good))
         return out
 
+    def checked_problems(self) -> list[Problem]:
+        """Problems whose lengths the runner checks against the model's context before training: a
+        sample of the training stream and the evaluation sets (a dataset checks every row)."""
+        return self.problems(64, random.Random(0)) + [q for s in self.eval_sets.values() for q in s]
+
     def alphabet(self) -> set[str]:
         """Characters of this task's texts (the tiny preset builds its vocabulary from them)."""
         rng, chars = random.Random(0), set()

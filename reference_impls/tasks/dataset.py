@@ -58,7 +58,15 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], str]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         rows, problems = [], []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            line = path.read_bytes()[:e.start].count(b"\n") + 1
+            raise DataError([f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#x} at offset {e.start}); "
+                             "save the file as UTF-8"]) from None
+        except OSError as e:
+            raise DataError([f"{path}: cannot read it ({e.strerror or e})"]) from None
+        for i, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -161,6 +169,11 @@ class DatasetTask(Task):
         if problems:
             raise DataError(problems)
         cols = set().union(*(r.keys() for r in rows))
+        for col in ("completion", "chosen", "rejected", "prompt"):  # a column some rows leave empty
+            if col in cols and (empty := [r["_where"] for r in rows if r.get(col) is None and "messages" not in r]):
+                more = f" (and {len(empty) - 5} more)" if len(empty) > 5 else ""
+                raise DataError([f"{w}: {col}: null or missing, while other rows have it; fill it or drop "
+                                 "those rows" for w in empty[:5]] + ([more.strip()] if more else []))
         demo = "messages" in cols or "completion" in cols or "chosen" in cols
         answer = self.answer_column or next((c for c in ANSWER_COLUMNS if c in cols), None)
         if self.answer_column and self.answer_column not in cols:
@@ -234,6 +247,9 @@ class DatasetTask(Task):
     def problems(self, n: int, rng: random.Random) -> list[Problem]:
         train = self._problems[0]
         return [train[rng.randrange(len(train))] for _ in range(n)]
+
+    def checked_problems(self) -> list[Problem]:
+        return self._problems[0] + self._problems[1]
 
     def unpaired(self, n: int, rng: random.Random) -> list[tuple[str, str, bool]]:
         if any(p.label is not None for p in self._problems[0]):
