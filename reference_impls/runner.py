@@ -49,7 +49,12 @@ from reference_impls.core.options import coerce
 from reference_impls.core.record import git_commit, hardware, versions, write_atomic, write_run
 from reference_impls.core.train import NonFiniteError, read_checkpoint, seed_everything, train
 from reference_impls.tasks import make_task, task_key
-from reference_impls.tasks.base_model import RECIPE, demonstrations_for_warm_start, sized, warm_start
+from reference_impls.tasks.base_model import (
+    RECIPE,
+    demonstrations_for_warm_start,
+    sized,
+    warm_start,
+)
 from taxonomy.registry import load_registry
 from taxonomy.schema import Data, DataSource, Origin, Pipeline, Result, Run, Split, Stage
 

@@ -295,6 +295,13 @@ class Result(Strict):
 # ---------------------------------------------------------------------------- studies and runs
 
 
+# Hosts that copy or proxy arXiv, Hugging Face or GitHub pages: never a catalogue source.
+MIRROR_HOSTS = re.compile(
+    r"(\.workers\.dev|\.$|^fast\.hugflare\.com|^arcxiv\.org|cnoctave\.top|^phind\.xodi\.top|arxiv-vanity\.com"
+    r"|^ar5iv\.|hf-mirror\.com|websiteproxy|^git\.lnyan\.com|chatgptweb\.us\.kg|^hf\.chatfire\.cc"
+    r"|^hf\.lightconeai\.hk|aifasthub\.com|anmk\.ir|^www\.huggingface\.co$|^export\.arxiv\.org)")
+
+
 class Study(Strict):
     """An application study from the literature, with the source that verified its facts."""
 
@@ -335,6 +342,15 @@ class Study(Strict):
             for k, v in st.hyperparameters.items():
                 if isinstance(v, float) and not math.isfinite(v):
                     raise ValueError(f"pipeline stage {i + 1}, hyperparameter {k!r}: {v} is not a finite number")
+        return self
+
+    @model_validator(mode="after")
+    def _canonical_sources(self) -> Study:
+        for u in self.sources:
+            host = re.sub(r"^https?://([^/?#]+).*", r"\1", u).lower()
+            if MIRROR_HOSTS.search(host):
+                raise ValueError(f"source {u}: {host} is a mirror or proxy; cite the canonical page it copies "
+                                 "(arxiv.org, huggingface.co, github.com, ...)")
         return self
 
     @model_validator(mode="after")

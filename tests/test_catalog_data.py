@@ -103,3 +103,21 @@ def test_rl_only_pipelines_say_where_they_were_read(cat):
     assert targets and not missing, missing
     assert sum(1 for s in cat.studies if s.results) >= 200  # studies with a reported number
     assert len(cat.studies) >= 350
+
+
+def test_every_study_cites_its_arxiv_page_and_no_mirror(cat):
+    """Issue 22: the canonical arXiv page of every study is among its sources; mirror and proxy
+    hosts are refused by the schema (taxonomy.schema.MIRROR_HOSTS)."""
+    from taxonomy.schema import MIRROR_HOSTS
+
+    missing = [s.id for s in cat.studies
+               if not any(u.split("#")[0].rstrip("/").startswith(f"https://arxiv.org/abs/{s.arxiv}") for u in s.sources)]
+    assert not missing, missing
+    assert MIRROR_HOSTS.search("hg.istephan-squireso.workers.dev") and MIRROR_HOSTS.search("huggingface.co.")
+    assert not MIRROR_HOSTS.search("huggingface.co") and not MIRROR_HOSTS.search("arxiv.org")
+
+
+def test_rl_other_is_rare_and_explained(cat):
+    """Issue 22: `rl-other` only where no source names the algorithm, each saying what was read."""
+    kept = [s for s in cat.studies if "rl-other" in s.pipeline.method_ids()]
+    assert len(kept) <= 25 and all(s.pipeline_evidence for s in kept), [s.id for s in kept]

@@ -19,6 +19,7 @@ import reference_impls.testing  # noqa: F401  (HF offline, 1 torch thread)
 from reference_impls.core import sampling
 from reference_impls.core.hybrid import wsum
 from reference_impls.core.logprobs import sequence_logprobs
+from reference_impls.core.train import step_rng
 from reference_impls.methods import (  # noqa: F401  (loaded, so the scripted sampler reaches them)
     clip_cov,
     dapo,
@@ -31,9 +32,8 @@ from reference_impls.methods import (  # noqa: F401  (loaded, so the scripted sa
     relift,
     srft,
 )
-from reference_impls.core.train import step_rng
-from reference_impls.testing import make_algo, scripted_outcome, scripted_sample
 from reference_impls.tasks.addition import Addition
+from reference_impls.testing import make_algo, scripted_outcome, scripted_sample
 
 
 @pytest.fixture
@@ -272,3 +272,20 @@ def test_prefix_rft_clips_low_entropy_prefix_tokens(scripted):
         want = 0.0 if ent[i, t] < thr else row_A[i].item()
         assert A[i, t].item() == pytest.approx(want, abs=1e-6), (i, t)
     assert ((A == 0) & pre & (row_A[:, None] != 0)).any()  # some clipping happened
+
+
+# ------------------------------------------------------------------------------ E. hygiene
+def test_core_imports_no_method():
+    """core/ knows no method: no module under reference_impls/core imports reference_impls.methods
+    (sft_loss, grpo_loss live in core/losses.py)."""
+    import ast
+    from pathlib import Path
+
+    core = Path(sampling.__file__).parent
+    bad = []
+    for f in sorted(core.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            bad += [f"{f.name}: {n}" for n in names if n.startswith("reference_impls.methods")]
+    assert bad == []

@@ -12,6 +12,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from reference_impls.core.diagnostics import clip_stats
+
 AggregationMode = Literal["token-mean", "token-sum", "seq-mean-token-mean", "seq-mean-token-sum", "constant"]
 KLKind = Literal["k1", "k2", "k3"]
 
@@ -86,3 +88,33 @@ def group_advantages(rewards: Tensor, group_size: int, scale: Literal["std", "no
     else:
         raise ValueError(f"unknown advantage scale {scale!r}")
     return adv.view(-1)
+
+
+# ------------------------------------------------------------------------------ shared method losses
+# Losses several methods (and core/selection, selftrain, rl_data) build on; the equations are in
+# their methods' docstrings (methods/sft.py, methods/grpo.py).
+def sft_loss(logp: Tensor, mask: Tensor, *, total_tokens: float | Tensor | None = None) -> Tensor:
+    """- sum(m log p) / sum(m): logp [B, T], mask [B, T] (completion tokens) -> scalar."""
+    return -aggregate(logp, mask, "token-mean", total_tokens=total_tokens)
+
+
+def grpo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
+              ref_logp: Tensor | None = None, eps_low: float = 0.2, eps_high: float = 0.2,
+              beta: float = 0.0, aggregation: AggregationMode = "seq-mean-token-mean",
+              max_len: int | None = None, *, total_tokens: float | Tensor | None = None,
+              total_seqs: int | None = None) -> tuple[Tensor, dict[str, float]]:
+    """logp, old_logp, mask, ref_logp [G, T]; advantages [G] -> (scalar loss, stats)."""
+    A = advantages.unsqueeze(-1)  # [G, 1]
+    ratio = torch.exp(logp - old_logp)  # rho [G, T]
+    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)  # clip(rho, 1-eps_low, 1+eps_high)
+    loss_tok = -torch.minimum(ratio * A, clipped * A)  # -min(rho A, clip(rho) A)   [G, T]
+    kl = torch.zeros_like(logp)
+    if ref_logp is not None:
+        kl = kl_estimate(logp, ref_logp, "k3")  # [G, T]
+        loss_tok = loss_tok + beta * kl
+    loss = aggregate(loss_tok, mask, aggregation, max_len, total_tokens=total_tokens,
+                     total_seqs=total_seqs)
+    stats = clip_stats(ratio.detach(), advantages, mask, 1 - eps_low, 1 + eps_high, total_tokens)  # token means
+    if ref_logp is not None:  # additive over micro-batches
+        stats["kl"] = aggregate(kl.detach(), mask, "token-mean", total_tokens=total_tokens).item()
+    return loss, stats

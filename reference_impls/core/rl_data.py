@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from reference_impls.core.logprobs import sequence_logprobs
-from reference_impls.core.losses import AggregationMode, kl_estimate
+from reference_impls.core.losses import AggregationMode, grpo_loss, kl_estimate
 from reference_impls.core.pg import ScaleRewards, scaled_advantages
 from reference_impls.core.sampling import sample
 from reference_impls.core.train import Batch, TrainConfig, step_rng
@@ -121,8 +121,6 @@ class GroupAlgo:
                                  return_entropy=entropy)
 
     def loss(self, micro: Batch, totals: dict) -> tuple[Tensor, dict[str, float]]:
-        from reference_impls.methods.grpo import grpo_loss
-
         c = self.cfg
         logp, ent = self._logp(self.module, micro, entropy=True)  # [n, T-1] x2
         micro["_entropy"] = ent.detach()  # the entropy diagnostic (core/diagnostics.py)

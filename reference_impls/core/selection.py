@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 
 from reference_impls.core.logprobs import sequence_logprobs
+from reference_impls.core.losses import sft_loss
 from reference_impls.core.sampling import prompt_completion_batch
 from reference_impls.core.train import Batch, step_rng
-from reference_impls.methods.sft import sft_loss
 
 
 def draw_pool(task, n: int, seed: int) -> list[tuple[str, str]]:

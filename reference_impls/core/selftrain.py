@@ -27,9 +27,9 @@ import torch
 from torch import Tensor
 
 from reference_impls.core.logprobs import sequence_logprobs
+from reference_impls.core.losses import sft_loss
 from reference_impls.core.sampling import prompt_completion_batch, sample
 from reference_impls.core.train import Batch, TrainConfig, step_rng
-from reference_impls.methods.sft import sft_loss
 
 
 @dataclass

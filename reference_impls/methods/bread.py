@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from reference_impls.core.logprobs import sequence_logprobs
-from reference_impls.core.losses import AggregationMode, group_advantages
+from reference_impls.core.losses import AggregationMode, group_advantages, grpo_loss
 from reference_impls.core.prefix import (
     AnchorSearch,
     policy_mask,
@@ -39,7 +39,6 @@ from reference_impls.core.prefix import (
 )
 from reference_impls.core.sampling import cat_rollouts, sample
 from reference_impls.core.train import Batch, TrainConfig, step_rng
-from reference_impls.methods.grpo import grpo_loss
 
 NEEDS = {"verifiable_reward", "expert_solutions", "solution_steps"}  # signals asked of the task
 STARTS_FROM_BASE = True

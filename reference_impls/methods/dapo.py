@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from reference_impls.core.losses import AggregationMode
+from reference_impls.core.losses import AggregationMode, grpo_loss
 from reference_impls.core.pg import (
     PGAlgo,
     ScaleRewards,
@@ -40,7 +40,6 @@ from reference_impls.core.pg import (
     truncated,
 )
 from reference_impls.core.train import Batch, TrainConfig, step_rng
-from reference_impls.methods.grpo import grpo_loss
 
 NEEDS = {"verifiable_reward"}  # signals asked of the task (tasks/base.py)
 STARTS_FROM_BASE = True

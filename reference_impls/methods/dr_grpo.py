@@ -20,10 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from reference_impls.core.losses import AggregationMode
+from reference_impls.core.losses import AggregationMode, grpo_loss
 from reference_impls.core.pg import PGAlgo, SampledConfig, ScaleRewards, rollout, scaled_advantages
 from reference_impls.core.train import Batch, step_rng
-from reference_impls.methods.grpo import grpo_loss
 
 NEEDS = {"verifiable_reward"}  # signals asked of the task (tasks/base.py)
 STARTS_FROM_BASE = True

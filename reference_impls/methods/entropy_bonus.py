@@ -19,10 +19,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from reference_impls.core.losses import AggregationMode, aggregate
+from reference_impls.core.losses import AggregationMode, aggregate, grpo_loss
 from reference_impls.core.rl_data import GroupAlgo, GroupConfig
 from reference_impls.core.train import Batch
-from reference_impls.methods.grpo import grpo_loss
 
 NEEDS = {"verifiable_reward"}
 STARTS_FROM_BASE = True

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from reference_impls.core.diagnostics import clip_stats
 from reference_impls.core.logprobs import sequence_logprobs
-from reference_impls.core.losses import AggregationMode, aggregate, kl_estimate
+from reference_impls.core.losses import AggregationMode, grpo_loss
 from reference_impls.core.pg import ScaleRewards, scaled_advantages
 from reference_impls.core.sampling import sample
 from reference_impls.core.train import Batch, TrainConfig, step_rng
@@ -50,26 +49,7 @@ class Config(TrainConfig):
     sampler_cache: str | None = None  # "static": fixed-shape KV cache (compiled decode on CUDA)
 
 
-def grpo_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor,
-              ref_logp: Tensor | None = None, eps_low: float = 0.2, eps_high: float = 0.2,
-              beta: float = 0.0, aggregation: AggregationMode = "seq-mean-token-mean",
-              max_len: int | None = None, *, total_tokens: float | Tensor | None = None,
-              total_seqs: int | None = None) -> tuple[Tensor, dict[str, float]]:
-    """logp, old_logp, mask, ref_logp [G, T]; advantages [G] -> (scalar loss, stats)."""
-    A = advantages.unsqueeze(-1)  # [G, 1]
-    ratio = torch.exp(logp - old_logp)  # rho [G, T]
-    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)  # clip(rho, 1-eps_low, 1+eps_high)
-    loss_tok = -torch.minimum(ratio * A, clipped * A)  # -min(rho A, clip(rho) A)   [G, T]
-    kl = torch.zeros_like(logp)
-    if ref_logp is not None:
-        kl = kl_estimate(logp, ref_logp, "k3")  # [G, T]
-        loss_tok = loss_tok + beta * kl
-    loss = aggregate(loss_tok, mask, aggregation, max_len, total_tokens=total_tokens,
-                     total_seqs=total_seqs)
-    stats = clip_stats(ratio.detach(), advantages, mask, 1 - eps_low, 1 + eps_high, total_tokens)  # token means
-    if ref_logp is not None:  # additive over micro-batches
-        stats["kl"] = aggregate(kl.detach(), mask, "token-mean", total_tokens=total_tokens).item()
-    return loss, stats
+# grpo_loss(logp, old_logp, A, mask, ref_logp, ...): the surrogate above, in core/losses.py
 
 
 class Algo:

@@ -6,11 +6,19 @@ rollouts and count the correct ones, P:
     P >  gate:  GRPO on the n rollouts, A_i = r_i - mean(r):     l = -rho A   (rho = pi/pi_old)
     L = alpha * L_RL + beta * L_SFT     (alpha, beta = 1, 1: each prompt feeds exactly one of them)
 L_SFT: token mean over the expert tokens of the batch; L_RL: sum / (B_RL * L_max) over the RL rows
-(Dr. GRPO's constant; the code's loss_remove_token_mean); entropy bonus -c_H mean_t H_t on all rows.
+(Dr. GRPO's constant); entropy bonus -c_H mean_t H_t on all rows.
 Official code (github.com/TsinghuaC3I/Unify-Post-Training, exp_scripts/train.sh), followed:
 unify_strategy="switch", switch_gate=0 of n=8 (SFT only on prompts no rollout solves),
 sft_loss_coef 1.0, grpo_use_std=False, loss_remove_clip=True (clip=True: PPO clip), entropy
-coefficient 0.001. The paper's general form allows any gate; `gate` exposes it.
+coefficient 0.001. The paper's general form allows any gate; `gate` exposes it. Not followed:
+  * normaliser: with loss_remove_token_mean=True the code (hpt/verl/verl/mix_src/mix_core_alg.py)
+    divides each micro-batch's PG token sum by L_max (max_response_length) and not by its rows,
+    while L_SFT (compute_sft_pure_loss) and the entropy bonus are that micro-batch's token means:
+    the official RL term weighs about (rows per micro-batch x mean length / L_max) times ours
+    against L_SFT, so the SFT-vs-RL balance differs. Ours: the whole-batch normalisers above
+    (independent of micro-batching).
+  * updates per batch: 128 prompts per batch, ppo_mini_batch_size 64 -> 2 optimizer steps per
+    batch; ours 1 (updates_per_batch; 2 reproduces the count).
 Defaults lr 3e-4, 60 steps, 8 prompts x 8 rollouts are ours for the tiny preset.
 """
 

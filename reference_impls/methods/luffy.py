@@ -13,8 +13,17 @@ Paper vs official code (github.com/ElliottYan/LUFFY, exp_scripts/train.sh), offi
   * the paper writes CLIP(r, A, eps) for on-policy tokens; the script sets loss_remove_clip=True
     (plain -rho A). clip=True gives the paper's form (eps_low/eps_high). With one update per batch
     rho == 1 and the two are identical.
-  * the paper normalises by the token count (token-mean); the script sets loss_remove_token_mean
-    (sum / max response length, Dr. GRPO's constant): aggregation="constant" (default) | "token-mean".
+  * normaliser: the paper writes a token mean. The script sets loss_remove_token_mean=True, and
+    the code (luffy/verl/verl/mix_src/mix_core_alg.py) then divides each MICRO-batch's token sum
+    by L_max (the padded response width, max_response_length) -- not by its row count -- while
+    the entropy bonus stays that micro-batch's token mean (use_dynamic_bsz: micro-batches are
+    token-budgeted, so the PG term's weight against the entropy term follows the split). Our
+    default, aggregation="constant", is sum / (B * L_max) over the whole batch (Dr. GRPO's
+    constant: the official value divided by the rows, the same whatever the split);
+    "token-mean" gives the paper's.
+  * updates per batch: the script samples 128 prompts and steps on mini-batches of 64
+    (ppo_mini_batch_size), 2 optimizer steps per batch; our default takes 1 (updates_per_batch=1;
+    2 reproduces the count, pi_old then stored).
   * advantages without std (grpo_use_std=False); entropy bonus 0.001; n = 8 with n_prefix = 1,
     i.e. 7 sampled + 1 expert per group; gamma = 0.1 ("p_div_p_0.1").
 Defaults lr 3e-4, 60 steps, 8 prompts x 8 rows per step are ours for the tiny preset.

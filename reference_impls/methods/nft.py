@@ -16,7 +16,10 @@ paper's unweighted sum; "sqrt" = normalize=2, sqrt((1-r)/r), GRPO-like), reducti
 / 1000 summed over rows (ours: / (B * L_max), Dr. GRPO's constant), G = 16, no entropy bonus.
 The official run uses DAPO dynamic sampling (groups that are all correct or all wrong are
 discarded and more prompts drawn); ours drops such groups' loss (`drop_uniform=True`) without
-redrawing. NFT needs no expert data. Defaults lr 3e-4, 60 steps, 8 prompts x 8 are ours.
+redrawing. It samples 512 prompts per batch and steps on mini-batches of 32 (train_7B.sh:
+train_prompt_mini_bsz, ppo_epoch 1), 16 optimizer steps per batch; ours takes 1
+(updates_per_batch; more stores pi_old, and R = pi / pi_old then differs from 1).
+NFT needs no expert data. Defaults lr 3e-4, 60 steps, 8 prompts x 8 are ours.
 """
 
 from __future__ import annotations

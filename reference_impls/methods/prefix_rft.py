@@ -15,10 +15,27 @@ H_t keep their advantage (entropy-based clipping):
 Prefix tokens are off-policy: their pi_old is the current policy's probability of the expert
 token (with one update per batch rho = 1 and the gradient is A * grad log pi). Entropies are
 measured at collect time (= pi_old), so the kept set does not depend on micro-batching.
-Values from the paper as summarised in its public descriptions (we found no official code):
-top 20 % prefix tokens by entropy, Dr. GRPO loss, cosine prefix ratio 0.95 -> 0.05, one hybrid
-rollout per group; the entropy quantile is taken over the whole batch's prefix tokens (the
-paper's exact granularity is not checked here). lr 3e-4, 100 steps, 8 prompts x 8 rows are ours.
+Values from the paper as summarised in its public descriptions: top 20 % prefix tokens by
+entropy, Dr. GRPO loss, cosine prefix ratio 0.95 -> 0.05, one hybrid rollout per group.
+The official code (github.com/ZeroYuHuang/prefix_rft, recipe/prefix_rft: core_algos.py,
+dp_actor.py, config/prefix_rft_trainer.yaml; its run configs are not in the repository) differs
+from this file in three ways; we keep the simpler form above:
+  1. advantages of hybrid rows (`dr_grpo_prefix` estimator): continuation tokens get r_i minus the
+     mean of the continuations sampled after the SAME prefix (nothing subtracted when there is
+     one), prefix tokens that value minus the mean of the un-prefixed rollouts, divided by the
+     continuations per prefix; ours: every token of row i gets r_i - mean over its whole group.
+  2. entropy clipping is done in every loss call (each micro-batch, each update) on the current
+     policy's entropies: the micro-batch's prefix tokens are sorted and the lowest
+     int(n * ratio) zeroed, `ratio` from a schedule (off_ent_mask_ratio_ctrl: constant or linear
+     decay); ours: once per collected batch from pi_old, the (1 - top_entropy) quantile of the
+     whole batch's prefix entropies (every rank's, under torchrun), a fixed fraction.
+  3. the loss: PPO clip with dual-clip (c = 3) on every token, prefix tokens included
+     (enable_clip; off: prefix tokens unclipped), and an entropy bonus 0.001; the trainer's
+     default aggregation is token-mean ("dr_grpo": a micro-batch's sum / max_tokens). Ours: no dual clip,
+     no entropy bonus, aggregation "constant" (sum / (B * L_max) over the whole batch).
+Updates per batch: the trainer defaults (1024 prompts per batch, ppo_mini_batch_size 256) give 4
+optimizer steps per batch; ours 1 (updates_per_batch). lr 3e-4, 100 steps, 8 prompts x 8 rows
+are ours.
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from reference_impls.core.losses import grpo_loss
 from reference_impls.core.pg import PGAlgo, group_rows, mixed_groups, rollout
 from reference_impls.core.train import Batch, TrainConfig, step_rng
-from reference_impls.methods.grpo import grpo_loss
 
 NEEDS = {"verifiable_reward"}  # signals asked of the task (tasks/base.py)
 STARTS_FROM_BASE = True

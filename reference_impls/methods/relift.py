@@ -12,11 +12,21 @@ run is exact.
 Official code (github.com/TheRoadQaQ/ReLIFT, relift/trainer.py, actor.py, examples/math-7b/
 train.sh), followed: n = 8, sft_data_size = 128 (ours 16 for 8 prompts per step), one SFT epoch
 over the taken pairs, SFT entropy coefficient 0.001, RL with grpo_use_std=False,
-loss_remove_clip=True, loss_remove_token_mean=True and entropy bonus 0.001, newly failed prompts
-put in front of the buffer and the front taken. Differences: the official loop runs the RL update
-and then, in the same iteration, the SFT update with its own AdamW (same lr, 1e-6); here the SFT
-update is the next optimizer step of the same AdamW, drawing no new prompts (so `steps` counts
-both kinds). Defaults lr 3e-4, 60 steps, 8 prompts x 8 rollouts are ours for the tiny preset.
+loss_remove_clip=True (-rho A, no clip) and entropy bonus 0.001, newly failed prompts put in
+front of the buffer and the front taken. Differences:
+  * the official loop runs the RL update and then, in the same iteration, the SFT update with its
+    own AdamW (same lr, 1e-6); here the SFT update is the next optimizer step of the same AdamW,
+    drawing no new prompts (so `steps` counts both kinds).
+  * normaliser: with loss_remove_token_mean=True the official RL loss divides each micro-batch's
+    token sum by L_max (max_response_length), not by its rows, while its entropy bonus and the
+    SFT loss are token means; ours is sum / (B * L_max) over the whole batch (Dr. GRPO's
+    constant, independent of micro-batching), the SFT step a whole-batch token mean.
+  * updates per batch: train.sh samples 128 prompts, ppo_mini_batch_size 64 -> 2 RL optimizer
+    steps per batch (sft_mini_batch_size = sft_data_size: 1 SFT step); ours 1 by default
+    (updates_per_batch = 2 gives the count; pi_old is then stored and rho = pi / pi_old).
+Under torchrun the buffer is one list on every rank (failures gathered in rank order, as one
+process would buffer them) and an SFT step shards the taken pairs.
+Defaults lr 3e-4, 60 steps, 8 prompts x 8 rollouts are ours for the tiny preset.
 """
 
 from __future__ import annotations

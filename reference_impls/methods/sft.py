@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from reference_impls.core.logprobs import sequence_logprobs
-from reference_impls.core.losses import aggregate
+from reference_impls.core.losses import sft_loss
 from reference_impls.core.sampling import prompt_completion_batch
 from reference_impls.core.train import Batch, TrainConfig, step_rng
 
@@ -32,9 +32,7 @@ class Config(TrainConfig):
     warmup_steps: int = 20  # linear LR warmup steps
 
 
-def sft_loss(logp: Tensor, mask: Tensor, *, total_tokens: float | Tensor | None = None) -> Tensor:
-    """- sum(m log p) / sum(m): logp [B, T], mask [B, T] (completion tokens) -> scalar."""
-    return -aggregate(logp, mask, "token-mean", total_tokens=total_tokens)
+# sft_loss(logp, mask): - sum(m log p) / sum(m), the equation above, in core/losses.py
 
 
 class Algo:

@@ -7,12 +7,22 @@ expert demonstration (as in LUFFY); with H_i = sg(mean_t entropy of row i):
     L_RL^rollout = -A log pi_theta,  A = w_RL = 0.1 * exp(H) if the rollout is correct, A = -1 if not
     L_SRFT = L_SFT^demo + L_RL^demo + L_RL^rollout - c_H * mean_t H_t
 SFT part: token mean over the demo tokens of the batch; RL parts: sum / (B * L_max) over the group
-rows (Dr. GRPO's constant, the LUFFY code base's loss_remove_token_mean).
+rows (Dr. GRPO's constant).
 Sources: no official SRFT code was found. This follows the paper's three terms as the HPT authors'
 reimplementation does (github.com/TsinghuaC3I/Unify-Post-Training, offline_loss_type="srft",
 exp_scripts/train_srft.sh): H per sequence (masked mean over that row's tokens), demo term with
 gamma = 0.1, 7 sampled + 1 demo per group, entropy bonus 0.001. `demo_rl=False` drops L_RL^demo
-(the two-term form: weighted SFT on demos + weighted RL on rollouts).
+(the two-term form: weighted SFT on demos + weighted RL on rollouts). Differences:
+  * the paper writes L_RL^demo as a PPO-clipped importance-weighted surrogate (per the issue-21
+    review; the paper's equation was not re-read here); the reimplementation, and we, use
+    LUFFY's shaped -f(pi) A with no clip and no pi_old.
+  * normaliser: with loss_remove_token_mean=True the reimplementation divides each micro-batch's
+    RL token sum by L_max (max_response_length), not by its rows, while its weighted SFT term
+    and entropy bonus are that micro-batch's token means, so its SFT-vs-RL balance differs from
+    ours (whole-batch normalisers above, independent of micro-batching).
+  * updates per batch: train_srft.sh samples 128 prompts, ppo_mini_batch_size 64 -> 2 optimizer
+    steps per batch; ours 1 (updates_per_batch): our rollout term -A log pi holds no importance
+    ratio, so it is exact only at the first update on a batch.
 Defaults lr 3e-4, 60 steps, 8 prompts x 8 rows are ours for the tiny preset.
 """
 

@@ -35,11 +35,10 @@ import torch
 from torch import Tensor
 
 from reference_impls.core.logprobs import sequence_logprobs
-from reference_impls.core.losses import AggregationMode, group_advantages
+from reference_impls.core.losses import AggregationMode, group_advantages, grpo_loss
 from reference_impls.core.prefix import policy_mask, rollout_batch, step_prefix
 from reference_impls.core.sampling import encode, sample
 from reference_impls.core.train import Batch, TrainConfig, step_rng
-from reference_impls.methods.grpo import grpo_loss
 
 NEEDS = {"expert_solutions", "solution_steps"}  # no verifier: the reward compares with expert steps
 STARTS_FROM_BASE = True

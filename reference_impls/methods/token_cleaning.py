@@ -41,10 +41,10 @@ from torch import Tensor
 
 from reference_impls.core.logprobs import sequence_logprobs
 from reference_impls.core.lora import trainable_copy
+from reference_impls.core.losses import sft_loss
 from reference_impls.core.train import train
 from reference_impls.methods import sft
 from reference_impls.methods.sft import Config as SFTConfig
-from reference_impls.methods.sft import sft_loss
 
 NEEDS = {"demonstrations"}  # signals asked of the task (tasks/base.py)
 STARTS_FROM_BASE = False  # SFT-stage data cleaning from the raw model; the reference is built inside

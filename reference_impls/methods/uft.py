@@ -38,12 +38,11 @@ from torch import Tensor
 
 from reference_impls.core import distributed
 from reference_impls.core.logprobs import sequence_logprobs
-from reference_impls.core.losses import aggregate, group_advantages
+from reference_impls.core.losses import aggregate, group_advantages, grpo_loss
 from reference_impls.core.prefix import expert_mask, policy_mask, rollout_batch, step_prefix
 from reference_impls.core.sampling import sample
 from reference_impls.core.schedules import cosine
 from reference_impls.core.train import Batch, TrainConfig, step_rng
-from reference_impls.methods.grpo import grpo_loss
 
 NEEDS = {"verifiable_reward", "expert_solutions", "solution_steps"}  # signals asked of the task
 STARTS_FROM_BASE = True
