@@ -153,6 +153,7 @@ FINDINGS: dict[str, Finding] = {f.name: f for f in [
               "findings read the same kind of runs with opposite claims. OOD = longer chains, as the paper's length "
               "scaling.",
         task_options=LADDER, arms=[Arm(label="sft-vs-grpo", entries=["sft", "grpo"])],
+        ks=[1, 4, 16], quick={"seeds": 2, "budget": 3200, "ks": [1, 4]},  # pass@k is not its statistic
         statistic="Greedy OOD accuracy, paired by seed: D = OOD(GRPO) - OOD(SFT). reproduced: D lower, or a tie with "
                   "mean <= 0; partly: D a tie with mean > 0; not_reproduced: D higher.",
         decide="rl_not_above_sft_ood"),
@@ -320,6 +321,17 @@ def run_finding(name: str, out: Path, quick: bool = False, progress: bool = Fals
     arenas = Path(arenas) if arenas is not None else out
     t0 = time.time()
     data: dict[str, dict[str, dict[str, float]]] = {"base": {}}
+    cache_path = out / "measured.json"  # measurements done so far: an interrupted finding keeps them
+    cache: dict[str, dict[str, float]] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+
+    def measured(key: str, path: Path, task, seed: int) -> dict[str, float]:
+        key = f"{key}|seed {seed}|ks {f.ks}|by_level {f.by_level}"
+        if key not in cache:
+            model, tok = load_model(str(path), chars=task.alphabet())
+            cache[key] = measure(model, tok, task, f.ks, seed, f.by_level)
+            write_atomic(cache_path, json.dumps(cache, indent=1))
+        return dict(cache[key])
+
     states, base_paths = {}, []
     for arm in f.arms:
         spec = _arm_spec(f, arm)
@@ -331,10 +343,9 @@ def run_finding(name: str, out: Path, quick: bool = False, progress: bool = Fals
         base_path = _base_path(spec)
         base_paths.append(str(base_path))
         if not data["base"]:  # one base for every arm (same recipe, data and seed; checked below)
-            base, tok = load_model(str(base_path), chars=task.alphabet())
             for s in range(f.seeds):
                 log(f"finding {name}: measuring the base (seed {s})")
-                data["base"][str(s)] = measure(base, tok, task, f.ks, s, f.by_level)
+                data["base"][str(s)] = measured(f"base {base_path.name}", base_path, task, s)
         for runs in state["runs"].values():  # the base's greedy accuracy: each run's starting evaluation
             for r in runs:
                 if "start_in_distribution" in r and str(r["seed"]) in data["base"]:
@@ -346,8 +357,7 @@ def run_finding(name: str, out: Path, quick: bool = False, progress: bool = Fals
                 if r["status"] != "finished":
                     continue
                 log(f"finding {name}: measuring {who} seed {r['seed']}")
-                model, tok = load_model(str(_final_model(arenas / arm.label / "runs" / r["run"])), chars=task.alphabet())
-                m = measure(model, tok, task, f.ks, r["seed"], f.by_level)
+                m = measured(r["run"], _final_model(arenas / arm.label / "runs" / r["run"]), task, r["seed"])
                 m.update({"id greedy": r["in_distribution"] / 100, "ood greedy": r["out_of_distribution"] / 100,
                           **({"kl_to_base": r["sampled"]["kl_to_base in_distribution"]}
                              if "kl_to_base in_distribution" in r.get("sampled", {}) else {})})
@@ -462,5 +472,5 @@ def table(root: Path) -> str:
         said = f["paper_says"][0].replace("|", "/")
         lines.append(f"| [{f['name']}]({p.parent.name}/finding.md) | arXiv {f['arxiv']} | {said} | {r['summary']} "
                      f"({len(r['per_seed'].get('base', {})) or '?'} seeds{', quick' if r['quick'] else ''}) "
-                     f"| **{r['verdict']}** |")
+                     f"| {'quick run only: ' if r['quick'] else ''}**{r['verdict']}** |")
     return "\n".join(lines) + "\n"

@@ -221,6 +221,7 @@ def test_miniature_finding_end_to_end(tmp_path, monkeypatch):
     assert "kl_to_base" in saved["per_seed"]["grpo"]["0"]
     assert "Verdict" in (tmp_path / "out" / "finding.md").read_text()
     assert (tmp_path / "out" / "finding.png").stat().st_size > 1000
+    assert len(json.loads((tmp_path / "out" / "measured.json").read_text())) == 4  # 2 base + 2 GRPO, kept
 
 
 def test_sampled_metrics_groups_use_the_same_samples(monkeypatch):

@@ -94,7 +94,7 @@ def logps(model: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
 def old_of(logp0: torch.Tensor, regime: str, seed: int = 1) -> torch.Tensor | None:
     if regime == "on-policy":
         return None
-    return logp0 - (torch.rand(G, T, generator=torch.Generator().manual_seed(seed)) * 0.9 - 0.45)
+    return logp0 - (torch.rand(*logp0.shape, generator=torch.Generator().manual_seed(seed)) * 0.9 - 0.45)
 
 
 # ------------------------------------------------------------------------------ verl's agg_loss
@@ -130,10 +130,12 @@ def verl_policy_loss(old_log_prob, log_prob, advantages, response_mask, cliprang
     return verl_agg_loss(pg_losses, response_mask, loss_agg_mode)
 
 
-# verl mode -> (our aggregation, factor): verl = factor * ours
+# verl mode -> (our aggregation, factor): verl = factor * ours, on B = 6 rows of width T = 8 (B != T,
+# so that dividing by the rows and by the padded width are told apart)
+B = 6
 VERL = {"token-mean": ("token-mean", 1.0), "seq-mean-token-sum": ("seq-mean-token-sum", 1.0),
         "seq-mean-token-mean": ("seq-mean-token-mean", 1.0), "seq-mean-token-sum-norm": ("token-sum", 1 / T),
-        "seq-mean-token-sum-norm/constant": ("constant", float(G))}
+        "seq-mean-token-sum-norm/constant": ("constant", float(B))}
 
 
 @pytest.mark.parametrize("regime", ["on-policy", "off-policy"])
@@ -143,7 +145,7 @@ def test_every_aggregation_matches_verl(tiny_dir: Path, mode: str, regime: str) 
     verl's seq-mean-token-sum-norm divides the token sum by the padded width T: = our token-sum / T,
     and = our constant (sum / (B * T)) * B."""
     model = load_noisy(tiny_dir, noise=0.05)
-    b, mask = crafted_grpo_batch(seed=11), None
+    b = {k: v[:B] for k, v in crafted_grpo_batch(seed=11).items()}
     mask = b["completion_mask"].float()
     with torch.no_grad():
         old = old_of(logps(model, b), regime)
@@ -155,7 +157,7 @@ def test_every_aggregation_matches_verl(tiny_dir: Path, mode: str, regime: str) 
     g_ours = flat_grad(model, ours * factor)
     logp = logps(model, b)
     old_ = logp.detach() if old is None else old
-    A = b["advantages"].unsqueeze(-1).expand(G, T)  # verl: token-level advantages
+    A = b["advantages"].unsqueeze(-1).expand(B, T)  # verl: token-level advantages
     assert (-A * torch.exp(logp - old_)).max() < -A.min() * 3.0  # dual clip inactive: the PPO-clip loss
     ref = verl_policy_loss(old_, logp, A, mask, 0.2, 0.28, loss_agg_mode=mode.split("/")[0])
     compare(f"verl[{mode},{regime}]", ours * factor, ref, g_ours, flat_grad(model, ref))
@@ -354,6 +356,20 @@ def test_report_to_and_diagnostics_in_a_run(tmp_path: Path) -> None:
         assert all(k in h for h in r.history), k
     with pytest.raises(runner.UsageError, match="unknown tracker 'wandb'"):
         runner.run("grpo", steps=1, out=tmp_path, progress=False, report_to="wandb")
+
+
+def test_on_policy_sapo_and_gmpo_train_as_grpo_without_kl(tmp_path: Path) -> None:
+    """With one update per batch (ratio 1) SAPO's gate has slope f'(1) = 1 and GMPO's weight is 1:
+    both take GRPO's step (beta = 0, seq-mean-token-mean), so two steps of each move the weights
+    alike (same seed, same samples) while their loss values differ; CISPO (token-mean) does not."""
+    from reference_impls import runner
+
+    runs = {m: runner.run(m, steps=2, out=tmp_path, progress=False, **kw)
+            for m, kw in (("grpo", {"beta": 0.0}), ("sapo", {}), ("gmpo", {}), ("cispo", {}))}
+    norms = {m: [h["grad_norm"] for h in r.history] for m, r in runs.items()}
+    assert norms["sapo"] == pytest.approx(norms["grpo"], rel=1e-5) == norms["gmpo"]
+    assert norms["cispo"] != pytest.approx(norms["grpo"], rel=1e-3)
+    assert runs["sapo"].history[0]["loss"] != pytest.approx(runs["gmpo"].history[0]["loss"])
 
 
 # ------------------------------------------------------------------------------ diagnostics

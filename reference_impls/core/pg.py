@@ -148,11 +148,12 @@ def sequence_pg_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: T
         per_seq = -torch.minimum(s * advantages, s_clip * advantages)  # -min(s A, clip(s) A)
         clipped = ((s < 1 - eps_low) & (advantages < 0)) | ((s > 1 + eps_high) & (advantages > 0))
     n = len(s) if total_seqs is None else total_seqs
-    sd = s.detach()  # clip shares per sequence (TRL counts a sequence ratio once per sequence)
-    lo = ((sd < 1 - eps_low) & (advantages < 0)).float().sum().item() / n if eps_low is not None else 0.0
-    return per_seq.sum() / n, {"clip_frac": clipped.float().sum().item() / n, "clip_ratio_low": lo,
-                               "clip_ratio_high": clipped.float().sum().item() / n - lo,
-                               "ratio": sd.sum().item() / n}
+    sd = s.detach()
+    stats = {"clip_frac": clipped.float().sum().item() / n, "ratio": sd.sum().item() / n}
+    if eps_low is not None:  # shares of sequences (TRL counts a sequence ratio once per sequence)
+        lo = ((sd < 1 - eps_low) & (advantages < 0)).float().sum().item() / n
+        stats |= {"clip_ratio_low": lo, "clip_ratio_high": stats["clip_frac"] - lo}
+    return per_seq.sum() / n, stats
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from reference_impls.core.diagnostics import clip_stats
 from reference_impls.core.losses import AggregationMode, aggregate
 from reference_impls.core.rl_data import (
     GroupAlgo,
@@ -86,7 +87,9 @@ def clip_cov_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tens
                      total_seqs=total_seqs)
     tm = dict(total_tokens=total_tokens)
     return loss, {"cov_detached_frac": aggregate(detach.float(), mask, "token-mean", **tm).item(),
-                  "clip_frac": aggregate(clipped.float(), mask, "token-mean", **tm).item()}
+                  "clip_frac": aggregate(clipped.float(), mask, "token-mean", **tm).item(),
+                  **clip_stats(torch.exp(logp - old_logp).detach(), advantages, mask, 1 - eps_low, 1 + eps_high,
+                               total_tokens)}
 
 
 class Algo(GroupAlgo):

@@ -15,6 +15,8 @@ GRPO's group advantages with four changes and no KL term:
 L_max = max_new_tokens (the generation budget), L_cache = round(overlong_frac * L_max) (the paper:
 4096 of 20480, i.e. 0.2). "Correct" (the filter's accuracy) is reward >= `threshold`. When the
 tries run out, the batch has fewer groups; with none kept, the last round is used unfiltered.
+Under torchrun each rank samples and fills its share of the step's batch_size // G groups, so N
+ranks together train on at most batch_size rows, as one process does.
 Checked against TRL 1.16 `loss_type="dapo"` (the loss); the sampling and length rules by hand.
 Defaults: eps 0.2 / 0.28, G = 8 (sic, 16 in the paper), no KL follow the paper; max_tries = 3,
 lr 3e-4, 8 prompts x 8 completions per step, T = 1 are ours.

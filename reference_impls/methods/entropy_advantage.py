@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from reference_impls.core.diagnostics import clip_stats
 from reference_impls.core.losses import AggregationMode, aggregate
 from reference_impls.core.rl_data import GroupAlgo, GroupConfig, add_ref_kl, token_pg_loss
 from reference_impls.core.train import Batch
@@ -62,7 +63,9 @@ def entropy_advantage_loss(logp: Tensor, old_logp: Tensor, entropy: Tensor, adva
     bonus = (adv - advantages.unsqueeze(-1)).detach()
     return loss, {"entropy": aggregate(entropy.detach(), mask, "token-mean", **tm).item(),
                   "entropy_bonus": aggregate(bonus, mask, "token-mean", **tm).item(),
-                  "clip_frac": aggregate(clipped.float(), mask, "token-mean", **tm).item()}
+                  "clip_frac": aggregate(clipped.float(), mask, "token-mean", **tm).item(),
+                  **clip_stats(torch.exp(logp - old_logp).detach(), adv, mask, 1 - eps_low, 1 + eps_high,
+                               total_tokens)}
 
 
 class Algo(GroupAlgo):

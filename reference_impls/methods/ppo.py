@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from reference_impls.core import distributed
+from reference_impls.core.diagnostics import clip_stats
 from reference_impls.core.logprobs import position_ids, sequence_logprobs
 from reference_impls.core.losses import aggregate, kl_estimate
 from reference_impls.core.sampling import sample
@@ -142,10 +143,14 @@ class Algo:
 
     def loss(self, micro: Batch, totals: dict) -> tuple[Tensor, dict[str, float]]:
         c, n = self.cfg, totals["tokens"]
-        logp = sequence_logprobs(self.policy, micro["input_ids"], micro["attention_mask"], c.temperature)
+        logp, ent = sequence_logprobs(self.policy, micro["input_ids"], micro["attention_mask"], c.temperature,
+                                      return_entropy=True)
+        micro["_entropy"] = ent.detach()  # the entropy diagnostic (core/diagnostics.py)
         values = self.module["critic"](micro["input_ids"], micro["attention_mask"])
         pl = ppo_policy_loss(logp, micro["old_logp"], micro["advantages"], micro["mask"], c.clip_eps,
                              total_tokens=n)
         vl = ppo_value_loss(values, micro["old_values"], micro["returns"], micro["mask"],
                             c.clip_value, total_tokens=n)
-        return pl + c.vf_coef * vl, {"policy_loss": pl.item(), "value_loss": vl.item()}
+        clip = clip_stats(torch.exp(logp - micro["old_logp"]).detach(), micro["advantages"], micro["mask"],
+                          1 - c.clip_eps, 1 + c.clip_eps, n)
+        return pl + c.vf_coef * vl, {"policy_loss": pl.item(), "value_loss": vl.item(), **clip}

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from reference_impls.core import distributed
+from reference_impls.core.diagnostics import clip_stats
 from reference_impls.core.losses import AggregationMode, aggregate, kl_estimate
 from reference_impls.core.pg import PGAlgo, SampledConfig, rollout
 from reference_impls.core.train import Batch, step_rng
@@ -68,8 +69,7 @@ def reinforce_pp_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: 
     ratio = torch.exp(logp - old_logp)  # rho_t
     surr = torch.minimum(ratio * advantages, torch.clamp(ratio, 1 - eps, 1 + eps) * advantages)
     loss = aggregate(-surr, mask, aggregation, total_tokens=total_tokens, total_seqs=total_seqs)
-    clipped = ((ratio < 1 - eps) & (advantages < 0)) | ((ratio > 1 + eps) & (advantages > 0))
-    return loss, {"clip_frac": aggregate(clipped.float(), mask, "token-mean", total_tokens=total_tokens).item()}
+    return loss, clip_stats(ratio.detach(), advantages, mask, 1 - eps, 1 + eps, total_tokens)  # clip_frac, _low, _high
 
 
 class Algo(PGAlgo):
