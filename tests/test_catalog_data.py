@@ -121,3 +121,9 @@ def test_rl_other_is_rare_and_explained(cat):
     """Issue 22: `rl-other` only where no source names the algorithm, each saying what was read."""
     kept = [s for s in cat.studies if "rl-other" in s.pipeline.method_ids()]
     assert len(kept) <= 25 and all(s.pipeline_evidence for s in kept), [s.id for s in kept]
+
+
+def test_base_model_names_are_whole(cat):
+    """A flow list `[X (a, b)]` splits at the comma inside the parentheses: quote such names."""
+    split = [(s.id, b) for s in cat.studies for b in s.base_models if b.count("(") != b.count(")")]
+    assert not split, split
