@@ -324,37 +324,55 @@ def _check_resume(rdir: Path) -> tuple[dict, Run | None]:
     return spec, None
 
 
-def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
-             fresh: bool = False) -> Run:
-    s = spec
+@dataclasses.dataclass
+class _Plan:
+    """Everything a run needs before it trains: the stages' configs, the task, the warm start and
+    the Run's record of the pipeline (built from the spec; nothing written yet)."""
+
+    spec: dict
+    stages: list[str]
+    cfgs: list[Any]
+    task: Any
+    device: Any
+    chars: str
+    warm: bool
+    tkey: str
+    recipe: Any
+    records: list[Stage]
+    config: dict
+
+    def record(self, history, results, status, message=None) -> Run:
+        s = self.spec
+        return Run(id=s["id"], created=s["created"], task=s["task"], model=s["model"],
+                   pipeline=Pipeline(stages=self.records), config=self.config, seed=s["seed"],
+                   device=str(self.device), hardware=hardware(self.device), versions=versions(),
+                   git_commit=git_commit(), history=history, results=results, status=status, message=message,
+                   replicates=s.get("replicates"))
+
+
+def _plan(s: dict) -> _Plan:
+    """Check the spec against the methods, the task and the model's context; build the plan."""
     stages: list[str] = s["stages"]
     cfgs = _configs(stages, s["steps"], s["overrides"], s["stage_options"])
     try:
         task_obj = make_task(None if s["data"] else s["task"], s["task_options"], data=s["data"],
                              eval_data=s["eval_data"], reward=s["reward"])
+        for m in stages:
+            task_obj.require(getattr(METHODS[m], "NEEDS", set()), m)
     except (ValueError, ImportError, OSError) as e:
         raise UsageError(str(e)) from None
-    mods = [METHODS[m] for m in stages]
-    for m, mod in zip(stages, mods, strict=True):
-        try:
-            task_obj.require(getattr(mod, "NEEDS", set()), m)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-    seed, device, model = s["seed"], s["device"], s["model"]
-    device = distributed.init(device)  # this rank's device (cuda:LOCAL_RANK under torchrun)
+    model = s["model"]
+    device = distributed.init(s["device"])  # this rank's device (cuda:LOCAL_RANK under torchrun)
     for i, (m, cfg) in enumerate(zip(stages, cfgs, strict=True)):
         user_set = {*s["overrides"], *s["stage_options"].get(m, {}), *s["stage_options"].get(str(i + 1), {})}
         if hasattr(cfg, "max_new_tokens") and "max_new_tokens" not in user_set:
             cfg.max_new_tokens = task_obj.max_new_tokens  # the task's completion budget
         if s["save_every"] is not None:
             cfg.save_every = s["save_every"]
-    chars = task_obj.alphabet() if model == "tiny" else ""
-    warm = s["warm"] if s["warm"] is not None else (model == "tiny" and getattr(mods[0], "STARTS_FROM_BASE", False))
+    warm = s["warm"] if s["warm"] is not None else (model == "tiny" and getattr(METHODS[stages[0]], "STARTS_FROM_BASE", False))
     plain = s["task"] == "addition" and not s["task_options"] and not s["reward"] and not s["data"]
     tkey = "addition" if plain else f"{s['task']}-{task_key(s['task'], s['task_options'], s['data'], s['reward'])}"
-
     recipe = dataclasses.replace(RECIPE, steps=s["warm_steps"]) if s.get("warm_steps") else RECIPE
-    points = int(s.get("eval_points") or 0)
     _check_lengths(task_obj, model, max([getattr(c, "max_new_tokens", 0) for c in cfgs] + [task_obj.max_new_tokens]))
     records: list[Stage] = []
     if warm:
@@ -367,127 +385,143 @@ def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
                              hyperparameters=_scalars(dataclasses.asdict(recipe)),
                              note="warm-start base (cached), reference_impls.tasks.base_model"))
     for m, cfg in zip(stages, cfgs, strict=True):
-        src = DataSource.rule_based if "verifiable_reward" in getattr(METHODS[m], "NEEDS", ()) else DataSource.benchmark
-        records.append(Stage(method=m, data=[Data(source=src, name=f"{s['task']} {', '.join(sorted(getattr(METHODS[m], 'NEEDS', ())))}")],
+        needs = getattr(METHODS[m], "NEEDS", ())
+        src = DataSource.rule_based if "verifiable_reward" in needs else DataSource.benchmark
+        records.append(Stage(method=m, data=[Data(source=src, name=f"{s['task']} {', '.join(sorted(needs))}")],
                              hyperparameters=_scalars(dataclasses.asdict(cfg))))
     config = json.loads(json.dumps({"pipeline": stages, **{k: v for k, v in s.items() if k not in ("id", "created")},
                                     "stage_configs": [dataclasses.asdict(c) for c in cfgs],
                                     **(dataclasses.asdict(cfgs[-1]) if len(cfgs) == 1 else {})}, default=str))
+    chars = task_obj.alphabet() if model == "tiny" else ""
+    return _Plan(s, stages, cfgs, task_obj, device, chars, bool(warm), tkey, recipe, records, config)
 
-    def record(history, results, status, message=None) -> Run:
-        return Run(id=s["id"], created=s["created"], task=s["task"], model=model,
-                   pipeline=Pipeline(stages=records), config=config, seed=seed, device=str(device),
-                   hardware=hardware(device), versions=versions(), git_commit=git_commit(),
-                   history=history, results=results, status=status, message=message,
-                   replicates=s.get("replicates"))
 
+def _execute(spec: dict, rdir: Path, progress: bool, stop_after: int | None,
+             fresh: bool = False) -> Run:
+    """Train every stage not finished yet and record the Run. The record only moves forward: a fresh
+    run writes `running` once; a resume keeps its old record until it ends (runner._check_resume)."""
+    s, plan = spec, _plan(spec)
     rdir.mkdir(parents=True, exist_ok=True)
     if fresh and distributed.is_main():
         (rdir / "spec.json").write_text(json.dumps(s, indent=2, default=str))
     history: list[dict] = []
     results: list[Result] = []
-    if fresh:  # a resumed run keeps its old record until this resume ends
-        _write_run(record(history, results, "running"), rdir / "run.json")
-    tracker = tracking.Tracker(s.get("report_to") or [] if distributed.is_main() else [], rdir, s["id"], config)
+    if fresh:
+        _write_run(plan.record(history, results, "running"), rdir / "run.json")
+    tracker = tracking.Tracker(s.get("report_to") or [] if distributed.is_main() else [], rdir, s["id"], plan.config)
     try:
-        if warm and not distributed.is_main():
+        if plan.warm and not distributed.is_main():
             distributed.barrier()  # rank 0 builds (or finds) the cached warm-start base first
         with distributed.local():
-            wseed = seed if s.get("warm_seed") is None else s["warm_seed"]
-            start = str(warm_start(task_obj, model, wseed, recipe, key=tkey)) if warm else model
-        if warm and distributed.is_main():
+            wseed = s["seed"] if s.get("warm_seed") is None else s["warm_seed"]
+            start = str(warm_start(plan.task, s["model"], wseed, plan.recipe, key=plan.tkey)) if plan.warm else s["model"]
+        if plan.warm and distributed.is_main():
             distributed.barrier()
         base = start  # the Run's starting model: KL(base || policy) is measured against it
-        for i, (m, cfg) in enumerate(zip(stages, cfgs, strict=True)):
-            k = i + 1 + int(bool(warm))  # the stage's position in the Run (the warm start is stage 1)
+        for i, m in enumerate(plan.stages):
+            k = i + 1 + int(plan.warm)  # the stage's position in the Run (the warm start is stage 1)
             sdir = rdir / f"stage-{k}"
-            produces = getattr(METHODS[m], "PRODUCES", "policy")
             if (sdir / "stage.json").exists():  # finished before an interruption
                 done = json.loads((sdir / "stage.json").read_text())
                 history += done["history"]
                 results += [Result.model_validate(r) for r in done["results"]]
-                if produces == "reward_model":
-                    _use_reward_model(task_obj, sdir / "reward_model", device)
-                else:
-                    start = str(sdir / "model")
+                start = _reuse(plan, m, sdir, start)
                 continue
-            seed_everything(seed + i)
-            try:
-                policy, tok = load_model(start, device, chars=chars)
-            except OSError as e:
-                raise UsageError(f"--model {model!r}: cannot load it ({str(e).splitlines()[0]})") from None
-            if s.get("lora"):  # an rm stage copies the adapters onto its reward model's backbone
-                try:
-                    policy = apply_lora(policy, parse_lora(s["lora"]))
-                except ValueError as e:
-                    raise UsageError(str(e)) from None
-            if hasattr(task_obj, "bind"):
-                task_obj.bind(tok)  # chat templates of conversational data
-            algo = METHODS[m].Algo(policy, tok, task_obj, cfg, seed=seed + i)
-            ckpt = sdir / "checkpoint.safetensors"
-            last = stop_after if i == len(stages) - 1 or stop_after is None else None
-            on_step, first = None, []
-            if points and produces != "reward_model":
-                every = max(1, cfg.steps // points)
-                if not history and not ckpt.exists():  # the starting model: the curve's first point
-                    first = [{"step": -1.0, "rows": 0.0, **_eval_points(policy, tok, task_obj)}]
-
-                def on_step(log, every=every, steps=cfg.steps, policy=policy, tok=tok):
-                    if (log["step"] + 1) % every == 0 or log["step"] == steps - 1:
-                        log.update(_eval_points(policy, tok, task_obj))
-            tracker.step = len(history) + len(first)
-            h = train(algo, cfg, device, checkpoint=ckpt, resume=ckpt if ckpt.exists() else None,
-                      progress=progress and distributed.is_main(), stop_after=last,
-                      on_step=tracker.chain(on_step, k),
-                      fsdp=bool(s.get("fsdp")))
-            if distributed.is_fsdp(policy):  # a plain copy of the trained weights (every rank)
-                policy = _gathered(policy, start, device, chars, s.get("lora"))
-            h = [{"stage": float(k), **x} for x in first + h]
-            if stop_after is not None and len(h) < cfg.steps:
-                history += h
-                run_ = record(history, results, "interrupted", f"stopped after {stop_after} steps of stage {k}; resume with --resume {rdir}")
+            last = stop_after if i == len(plan.stages) - 1 or stop_after is None else None
+            tracker.step = len(history)
+            h, res, start = _stage(plan, i, k, sdir, start, base, not history, last, progress, tracker)
+            history += h
+            if res is None:  # stopped early (tests): as if killed after `stop_after` steps
+                run_ = plan.record(history, results, "interrupted",
+                                   f"stopped after {stop_after} steps of stage {k}; resume with --resume {rdir}")
                 _write_run(run_, rdir / "run.json")
                 return run_
-            history += h
-            if produces == "reward_model":  # the policy is untouched; later stages use this reward
-                res = evaluate_method(algo, task_obj, s["id"], k, m)
-                rm_dir = algo.save_reward_model(sdir / "reward_model") if distributed.is_main() else None
-                _use_reward_model(task_obj, distributed.broadcast(rm_dir), device)
-            else:
-                # DDP: rank 0 evaluates; FSDP: every rank (a method's metrics may run the sharded module)
-                solo = distributed.active() and not s.get("fsdp") and not distributed.is_main()
-                res = distributed.broadcast(None if solo else (evaluate(algo, policy, tok, task_obj, cfg, s["id"], k, m)
-                                                               + _sampled(policy, tok, task_obj, s, k, m, base, device, chars)))
-                policy = merge_lora(policy)  # W + alpha/r B A: the next stage starts from a plain model
-                if distributed.is_main():
-                    policy.save_pretrained(sdir / "model")
-                    tok.save_pretrained(sdir / "model")
-                start = str(sdir / "model")
             results += res
             _atomic_json(sdir / "stage.json", {"history": h, "results": [r.model_dump(mode="json") for r in res]})
             distributed.barrier()  # the next stage (every rank) loads what rank 0 saved
-            if i + 1 < len(stages):
-                del algo, policy
     except NonFiniteError as e:
-        run_ = record(history, results, "stopped", str(e))
+        run_ = plan.record(history, results, "stopped", str(e))
         _write_run(run_, rdir / "run.json")
         return run_
     except KeyboardInterrupt:
-        _write_run(record(history, results, "interrupted", f"interrupted (Ctrl-C); resume with --resume {rdir}"),
-                  rdir / "run.json")
+        _write_run(plan.record(history, results, "interrupted", f"interrupted (Ctrl-C); resume with --resume {rdir}"),
+                   rdir / "run.json")
         raise
     except UsageError:  # e.g. a model that cannot be loaded: nothing trained, nothing to keep
         if fresh and not history:
             shutil.rmtree(rdir, ignore_errors=True)
         raise
     except Exception as e:  # record the failure (with what finished before it), then let it propagate
-        _write_run(record(history, results, "failed", f"{type(e).__name__}: {e}"), rdir / "run.json")
+        _write_run(plan.record(history, results, "failed", f"{type(e).__name__}: {e}"), rdir / "run.json")
         raise
     finally:
         tracker.close()
-    run_ = record(history, results, "finished")
+    run_ = plan.record(history, results, "finished")
     _write_run(run_, rdir / "run.json")
     return run_
+
+
+def _reuse(plan: _Plan, m: str, sdir: Path, start: str) -> str:
+    """A stage finished before an interruption: use what it produced; returns the next start."""
+    if getattr(METHODS[m], "PRODUCES", "policy") == "reward_model":
+        _use_reward_model(plan.task, sdir / "reward_model", plan.device)
+        return start
+    return str(sdir / "model")
+
+
+def _stage(plan: _Plan, i: int, k: int, sdir: Path, start: str, base: str, first_stage: bool,
+           last: int | None, progress: bool, tracker) -> tuple[list[dict], list[Result] | None, str]:
+    """Train stage i (the Run's stage k) from `start`; evaluate and save it.
+    -> (its history, its results or None if stopped after `last` steps, the next stage's start)."""
+    s, m, cfg, task_obj, device = plan.spec, plan.stages[i], plan.cfgs[i], plan.task, plan.device
+    produces = getattr(METHODS[m], "PRODUCES", "policy")
+    seed_everything(s["seed"] + i)
+    try:
+        policy, tok = load_model(start, device, chars=plan.chars)
+    except OSError as e:
+        raise UsageError(f"--model {s['model']!r}: cannot load it ({str(e).splitlines()[0]})") from None
+    if s.get("lora"):  # an rm stage copies the adapters onto its reward model's backbone
+        try:
+            policy = apply_lora(policy, parse_lora(s["lora"]))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    if hasattr(task_obj, "bind"):
+        task_obj.bind(tok)  # chat templates of conversational data
+    algo = METHODS[m].Algo(policy, tok, task_obj, cfg, seed=s["seed"] + i)
+    ckpt = sdir / "checkpoint.safetensors"
+    points = int(s.get("eval_points") or 0)
+    on_step, first = None, []
+    if points and produces != "reward_model":
+        every = max(1, cfg.steps // points)
+        if first_stage and not ckpt.exists():  # the starting model: the curve's first point
+            first = [{"step": -1.0, "rows": 0.0, **_eval_points(policy, tok, task_obj)}]
+
+        def on_step(log, every=every, steps=cfg.steps):
+            if (log["step"] + 1) % every == 0 or log["step"] == steps - 1:
+                log.update(_eval_points(policy, tok, task_obj))
+    tracker.step += len(first)
+    h = train(algo, cfg, device, checkpoint=ckpt, resume=ckpt if ckpt.exists() else None,
+              progress=progress and distributed.is_main(), stop_after=last,
+              on_step=tracker.chain(on_step, k), fsdp=bool(s.get("fsdp")))
+    if distributed.is_fsdp(policy):  # a plain copy of the trained weights (every rank)
+        policy = _gathered(policy, start, device, plan.chars, s.get("lora"))
+    h = [{"stage": float(k), **x} for x in first + h]
+    if last is not None and len(h) - len(first) < cfg.steps:
+        return h, None, start
+    if produces == "reward_model":  # the policy is untouched; later stages use this reward
+        res = evaluate_method(algo, task_obj, s["id"], k, m)
+        rm_dir = algo.save_reward_model(sdir / "reward_model") if distributed.is_main() else None
+        _use_reward_model(task_obj, distributed.broadcast(rm_dir), device)
+        return h, res, start
+    # DDP: rank 0 evaluates; FSDP: every rank (a method's metrics may run the sharded module)
+    solo = distributed.active() and not s.get("fsdp") and not distributed.is_main()
+    res = distributed.broadcast(None if solo else (evaluate(algo, policy, tok, task_obj, cfg, s["id"], k, m)
+                                                   + _sampled(policy, tok, task_obj, s, k, m, base, device, plan.chars)))
+    policy = merge_lora(policy)  # W + alpha/r B A: the next stage starts from a plain model
+    if distributed.is_main():
+        policy.save_pretrained(sdir / "model")
+        tok.save_pretrained(sdir / "model")
+    return h, res, str(sdir / "model")
 
 
 @torch.no_grad()
