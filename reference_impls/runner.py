@@ -48,7 +48,7 @@ from reference_impls.core.model import TINY, load_model
 from reference_impls.core.options import coerce
 from reference_impls.core.record import git_commit, hardware, versions, write_atomic, write_run
 from reference_impls.core.train import NonFiniteError, read_checkpoint, seed_everything, train
-from reference_impls.tasks import make_task, task_key
+from reference_impls.tasks import MissingSignal, make_task, task_key
 from reference_impls.tasks.base_model import (
     RECIPE,
     demonstrations_for_warm_start,
@@ -487,7 +487,10 @@ def _stage(plan: _Plan, i: int, k: int, sdir: Path, start: str, base: str, first
             raise UsageError(str(e)) from None
     if hasattr(task_obj, "bind"):
         task_obj.bind(tok)  # chat templates of conversational data
-    algo = METHODS[m].Algo(policy, tok, task_obj, cfg, seed=s["seed"] + i)
+    try:
+        algo = METHODS[m].Algo(policy, tok, task_obj, cfg, seed=s["seed"] + i)
+    except MissingSignal as e:  # e.g. a teacher the method cannot use with this model
+        raise UsageError(str(e)) from None
     ckpt = sdir / "checkpoint.safetensors"
     points = int(s.get("eval_points") or 0)
     on_step, first = None, []

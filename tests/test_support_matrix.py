@@ -56,13 +56,10 @@ def test_cell_runs_or_refuses_in_one_line(world, cell):
         assert rec["lines"] == 1 and rec["reason"], rec
 
 
-# Cells the script's sample found failing (docs/support-matrix.md), kept here until they are fixed.
-KNOWN_FAILING = [
-    pytest.param(("gkd", "addition", "llama"), marks=pytest.mark.xfail(
-        strict=True, reason="methods/gkd.py:107: tiny teacher's vocabulary != the student's, a ValueError")),
-    pytest.param(("dapo", "rg:shortest_path", "tiny"), marks=pytest.mark.xfail(
-        reason="methods/dapo.py:117 masks every truncated row; core/diagnostics.py:99 divides by 0 tokens")),
-]
+# Cells the script's sample found failing (docs/support-matrix.md), fixed since: each must now run or
+# refuse in one line (gkd on a non-tiny student: the default teacher's vocabulary; dapo with every
+# completion truncated: 0/0 in the diagnostics).
+KNOWN_FAILING = [("gkd", "addition", "llama"), ("dapo", "rg:shortest_path", "tiny")]
 
 
 @pytest.mark.parametrize("cell", KNOWN_FAILING, ids=lambda c: "-".join(c))
@@ -142,8 +139,6 @@ def test_the_real_gpt2_tokenizer(toks):
     assert tok.pad_token is None and tok.eos_token_id == 50256 == cfg.eos_token_id
 
 
-@pytest.mark.xfail(strict=True, reason="core/sampling.py:22 reads `tok.add_bos_token`, which transformers 5.24 "
-                   "reports False for Llama-3-style and Gemma tokenizers that add a BOS: prompts lose it")
 @pytest.mark.parametrize("family", ["llama", "gemma2"])
 def test_prompts_get_the_bos_the_family_expects(toks, family):
     from reference_impls.core.sampling import encode

@@ -84,6 +84,7 @@ def clip_stats(ratio: Tensor, advantages: Tensor, mask: Tensor, low: float, high
     r = ratio.unsqueeze(-1) if ratio.dim() == 1 else ratio
     m = mask.float()
     n = m.sum() if total_tokens is None else total_tokens
+    n = max(float(n), 1.0)  # a batch whose every token is masked (DAPO's overlong filter): 0, not 0/0
     lo = (((r < low) & (A < 0)).float() * m).sum() / n
     hi = (((r > high) & (A > 0)).float() * m).sum() / n
     return {"clip_ratio_low": float(lo), "clip_ratio_high": float(hi), "clip_frac": float(lo + hi)}
@@ -95,5 +96,5 @@ def micro_stats(micro: dict[str, Tensor], totals: dict) -> dict[str, float]:
     if "_entropy" not in micro or "mask" not in micro:
         return {}
     m = micro["mask"].float()
-    n = totals.get("tokens", m.sum())
+    n = max(float(totals.get("tokens", m.sum())), 1.0)  # every token masked: 0, not 0/0
     return {"entropy": float((micro["_entropy"].float() * m).sum() / n)}

@@ -14,12 +14,24 @@ from torch import Tensor
 from transformers import GenerationConfig
 
 
+def adds_bos(tok) -> bool:
+    """Whether the tokenizer puts BOS in front of a text it encodes with special tokens (Llama,
+    Gemma: yes; GPT-2, Qwen2: no). Probed, since transformers 5 reports `add_bos_token` False for
+    tokenizers whose post-processor adds it."""
+    bos = tok.bos_token_id
+    if bos is None:
+        return False
+    with_special = tok("a", add_special_tokens=True)["input_ids"]
+    return with_special[:1] == [bos] and tok("a", add_special_tokens=False)["input_ids"][:1] != [bos]
+
+
 def encode(tok, texts: list[str], prompt: bool = False) -> list[list[int]]:
     """Token ids of each text (one batched tokenizer call). No special tokens, except BOS in front
-    of prompts for tokenizers that expect it (`add_bos_token`, e.g. Llama/Gemma checkpoints)."""
+    of prompts for tokenizers that add it (`adds_bos`, e.g. Llama/Gemma checkpoints), as TRL's
+    trainers get by tokenizing prompts with special tokens."""
     ids = tok(list(texts), add_special_tokens=False)["input_ids"] if texts else []
-    bos = tok.bos_token_id
-    if prompt and bos is not None and getattr(tok, "add_bos_token", False):
+    if prompt and ids and adds_bos(tok):
+        bos = tok.bos_token_id
         ids = [s if s[:1] == [bos] else [bos, *s] for s in ids]
     return ids
 

@@ -91,7 +91,14 @@ def load_teacher(cfg: Config, task, tok, device):
     from reference_impls.core.model import load_model
     from reference_impls.tasks.base_model import RECIPE, warm_start
 
+    from reference_impls.core.model import char_tokenizer, extra_chars
+    from reference_impls.tasks.base import MissingSignal
+
     path = cfg.teacher
+    if not path and tok.get_vocab() != char_tokenizer(extra_chars(task.alphabet())).get_vocab():
+        raise MissingSignal("gkd: the default teacher is the tiny preset's longer-trained base, and this "
+                            "student has another vocabulary; give a teacher with the student's tokenizer: "
+                            "--set teacher=PATH_OR_HUB_ID")
     if not path:  # the tiny preset's base, trained longer; cached under a key of the task's data
         demos = task.demonstrations(64, step_rng(0, 0))
         key = f"{task.name}-teacher-{hashlib.sha256(repr(demos).encode()).hexdigest()[:12]}"
@@ -104,7 +111,7 @@ def load_teacher(cfg: Config, task, tok, device):
             dist.barrier()
     teacher, t_tok = load_model(path, device, chars=task.alphabet())
     if t_tok.get_vocab() != tok.get_vocab():
-        raise ValueError(f"gkd: the teacher {path!r} has another vocabulary than the student "
+        raise MissingSignal(f"gkd: the teacher {path!r} has another vocabulary than the student "
                          "(distillation compares next-token distributions: give a teacher with the same tokenizer)")
     return teacher.eval().requires_grad_(False)
 

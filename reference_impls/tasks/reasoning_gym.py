@@ -143,6 +143,9 @@ class ReasoningGymTask(Task):
         sample = self.problems(30, random.Random(0)) + self.eval_sets["out_of_distribution"][:10]
         return max(len(p.solution) for p in sample) + 8
 
+    def checked_problems(self) -> list[Problem]:  # some generators take ~0.1 s a problem: a small sample
+        return self.problems(16, random.Random(0)) + [q for s in self.eval_sets.values() for q in s]
+
     def alphabet(self) -> set[str]:
         chars: set[str] = set()
         for p in self.problems(30, random.Random(0)) + [q for s in self.eval_sets.values() for q in s]:
