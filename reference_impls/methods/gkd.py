@@ -88,11 +88,9 @@ def _say(msg: str) -> None:
 
 def load_teacher(cfg: Config, task, tok, device):
     """The teacher model (frozen) and a check that it shares the student's vocabulary."""
-    from reference_impls.core.model import load_model
-    from reference_impls.tasks.base_model import RECIPE, warm_start
-
-    from reference_impls.core.model import char_tokenizer, extra_chars
+    from reference_impls.core.model import char_tokenizer, extra_chars, load_model
     from reference_impls.tasks.base import MissingSignal
+    from reference_impls.tasks.base_model import RECIPE, warm_start
 
     path = cfg.teacher
     if not path and tok.get_vocab() != char_tokenizer(extra_chars(task.alphabet())).get_vocab():
