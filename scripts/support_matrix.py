@@ -181,11 +181,11 @@ CAUSES = {
     "(tasks/base.py alphabet) problems",
 }
 NOTES = [
-    "Prompts of Llama-3-style and Gemma tokenizers are sampled and trained without their BOS: "
-    "core/sampling.py:22 (`encode`) adds it only when `tok.add_bos_token` is true, which transformers "
-    "5.24 reports as False for both, although `tok(text)` adds the BOS (tokenizer_config "
-    "`add_bos_token: true`, or a BOS post-processor). tests/test_support_matrix.py keeps a strict xfail "
-    "on it.",
+    "Fixed since the first sample (which found 14 failures and 2 timeouts, rerun here): Llama-3-style "
+    "and Gemma prompts had lost their BOS (core/sampling.adds_bos now probes the tokenizer); gkd on a "
+    "student of another vocabulary now refuses before training its default teacher; DAPO with every "
+    "completion truncated stopped on 0/0 in the diagnostics; rg:puzzle24 cells timed out drawing 64 "
+    "problems for the length check (now 16). tests/test_support_matrix.py runs those cells.",
 ]
 SYMBOL = {"runs": "✓", "refuses": "–", "FAILS": "✗", "timeout": "⧗"}
 RANK = {"refuses": 0, "runs": 1, "timeout": 2, "FAILS": 3}  # a cell shows its highest: a failure, else a run
