@@ -159,9 +159,10 @@ def test_config_ranges(tmp_path, opt, match):
 
 def test_nproc_validates_before_launching(monkeypatch):
     import sftrl_cli
+    import sftrl_cli_train
 
     launched = []
-    monkeypatch.setattr(sftrl_cli, "_launch", lambda n: launched.append(n))
+    monkeypatch.setattr(sftrl_cli_train, "_launch", lambda n: launched.append(n))
     for args, match in ((["run", "nosuch", "--nproc", "2"], "no reference implementation"),
                         (["run", "sft", "--nproc", "2", "--set", "lr=-1"], "lr must be positive"),
                         (["run", "sft", "--nproc", "2", "--set", "nosuch=1"], "unknown sft option")):
@@ -237,10 +238,10 @@ def test_a_failing_warm_start_is_recorded_failed(tmp_path, monkeypatch):
 
 
 def test_sigterm_is_an_interruption():
-    import sftrl_cli
+    import sftrl_cli_train
 
     with pytest.raises(KeyboardInterrupt):
-        sftrl_cli._terminated(15, None)
+        sftrl_cli_train._terminated(15, None)
 
 
 def test_copied_run_counted_once_and_runs_show_errors(finished, tmp_path):
