@@ -380,11 +380,9 @@ def runs_show(
         wall = sum(h.get("wall_s", 0.0) for h in run.history)
         toks = sum(h.get("tokens", 0.0) for h in run.history)
         out.print(f"  steps {len(run.history)}, {wall:.1f} s of training, {toks:,.0f} tokens", markup=False)
-        keys = ("reward", "frac_reward_zero_std", "entropy", "kl", "clip_ratio_low", "clip_ratio_high",
-                "completion_len", "completion_len_max", "truncated_frac")  # core/diagnostics.py
-        rows = [h for h in run.history if h.get("step", 0) >= 0]
-        diag = [(k, [h[k] for h in rows if k in h]) for k in keys]
-        if shown := [f"{k} {v[-1]:.3g} / {sum(v) / len(v):.3g}" for k, v in diag if v]:
+        from catalog.runs import diagnostics
+
+        if shown := [f"{k} {last:.3g} / {mean:.3g}" for k, last, mean in diagnostics(run)]:
             out.print("  diagnostics (last step / mean over steps): " + ", ".join(shown), markup=False)
     out.print("results:")
     for x in run.results:

@@ -9,6 +9,20 @@ from pydantic import ValidationError
 
 from taxonomy.schema import Run
 
+# The RL diagnostics a Run's history carries (reference_impls/core/diagnostics.py writes them).
+DIAGNOSTICS = ("reward", "frac_reward_zero_std", "entropy", "kl", "clip_ratio_low", "clip_ratio_high",
+               "completion_len", "completion_len_max", "truncated_frac")
+
+
+def diagnostics(run: Run) -> list[tuple[str, float, float]]:
+    """(name, value at the last step, mean over steps) of each diagnostic the run logged."""
+    rows = [h for h in run.history if h.get("step", 0) >= 0]
+    out = []
+    for k in DIAGNOSTICS:
+        if v := [h[k] for h in rows if k in h]:
+            out.append((k, v[-1], sum(v) / len(v)))
+    return out
+
 
 def load_runs(root: Path | str = "runs") -> tuple[list[Run], list[str]]:
     """Every `*/run.json` under root (newest first), plus a message for each file that does not parse."""

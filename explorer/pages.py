@@ -112,13 +112,17 @@ def _relations(cat: Catalog, mid: str, outgoing: bool) -> str:
 
 
 def _runs_table(runs: list[Run]) -> str:
+    from catalog.runs import diagnostics
+
     rows = []
     for r in runs:
         res = "<br>".join(e(f"{x.benchmark} [{str(x.split or '').replace('_', ' ')}] {x.metric}: "
                             f"{x.value:.2f}{x.unit}") for x in r.results)
+        diag = "<br>".join(e(f"{k} {last:.3g} / {mean:.3g}") for k, last, mean in diagnostics(r))
         rows.append([e(r.id), e(r.created[:19]), e(" -> ".join(r.pipeline.method_ids())), e(r.task),
-                     e(r.model), e(r.seed), e(r.status), res])
-    return table(["Run", "Created", "Pipeline", "Task", "Model", "Seed", "Status", "Results (measured)"], rows)
+                     e(r.model), e(r.seed), e(r.status), res, diag])
+    return table(["Run", "Created", "Pipeline", "Task", "Model", "Seed", "Status", "Results (measured)",
+                  "Diagnostics (last step / mean)"], rows)
 
 
 def method_page(cat: Catalog, g: nx.MultiDiGraph, m: Method, runs: list[Run], arena_rows: list[str],

@@ -291,3 +291,14 @@ def test_generator_failures_are_skipped():
     task.train_ds = Broken(task.train_ds)
     with pytest.raises(ValueError, match="generator failed"):
         task.problems(2, random.Random(0))
+
+
+def test_diagnostics_shown_by_runs_show_and_the_explorer(finished):
+    from catalog.runs import diagnostics
+    from explorer.pages import _runs_table
+
+    run = Run.model_validate_json((finished / "run.json").read_text())
+    run.history = [{"step": -1.0, "reward": 9.0}, {"step": 0.0, "reward": 0.5, "entropy": 1.0},
+                   {"step": 1.0, "reward": 1.0, "entropy": 0.5}]  # step -1: the curve's start, not a step
+    assert diagnostics(run) == [("reward", 1.0, 0.75), ("entropy", 0.5, 0.75)]
+    assert "reward 1 / 0.75" in _runs_table([run]) and "entropy 0.5 / 0.75" in _runs_table([run])
