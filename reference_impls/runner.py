@@ -130,9 +130,7 @@ def check(pipeline, steps: int | None, overrides: dict[str, Any], stage_options:
           resume: Path | None = None) -> None:
     """What `run` checks before it trains, for a launcher to check once before starting N processes."""
     if resume is not None:
-        spec, _ = _check_resume(Path(resume))
-        if pipeline is not None and parse_pipeline(pipeline) != spec["stages"]:
-            raise UsageError(f"--resume {resume} continues its own pipeline ({' -> '.join(spec['stages'])})")
+        _resumed(Path(resume), pipeline)
         return
     if pipeline is None:
         raise UsageError("name a method or a pipeline, e.g. 'sft' or 'sft,grpo'")
@@ -198,10 +196,7 @@ def run(pipeline: str | list[str] | None = None, task: str = "addition", model: 
     `stop_after` (tests): stop the last-started stage after that many steps, as if killed."""
     if resume is not None:
         rdir = Path(resume)
-        spec, done = _check_resume(rdir)
-        if pipeline is not None and parse_pipeline(pipeline) != spec["stages"]:
-            raise UsageError(f"--resume {rdir} continues its own pipeline ({' -> '.join(spec['stages'])}); "
-                             "leave out the method, or start a new run without --resume")
+        spec, done = _resumed(rdir, pipeline)
         if done is not None:  # nothing to do, and nothing rewritten
             return done
         return _execute(spec, rdir, progress, stop_after)
@@ -283,6 +278,15 @@ def _check_lengths(task, model: str, max_new: int) -> None:
 
 SPEC_KEYS = ("id", "created", "stages", "task", "model", "steps", "seed", "device", "task_options", "data",
              "eval_data", "reward", "stage_options", "overrides", "warm", "save_every")
+
+
+def _resumed(rdir: Path, pipeline) -> tuple[dict, Run | None]:
+    """`_check_resume`, and a method named beside --resume must be the run's own pipeline."""
+    spec, done = _check_resume(rdir)
+    if pipeline is not None and parse_pipeline(pipeline) != spec["stages"]:
+        raise UsageError(f"--resume {rdir} continues its own pipeline ({' -> '.join(spec['stages'])}); "
+                         "leave out the method, or start a new run without --resume")
+    return spec, done
 
 
 def _check_resume(rdir: Path) -> tuple[dict, Run | None]:
